@@ -155,6 +155,7 @@ if NUMBA_AVAILABLE:
         nblocks = (d + bl - 1) // bl
         for worker in numba.prange(workers):  # scratch once per thread
             sbuf = np.empty((n, bl), x.dtype)
+            tmp = np.empty(SUB, x.dtype)
             ybuf = np.empty((n, SUB), np.float64)
             c = np.empty(bl, np.float64)
             for chunk in range(worker, nchunks, workers):  # P[chunk]: fixed blocks
@@ -164,7 +165,7 @@ if NUMBA_AVAILABLE:
                     coordinate.load_block(x, rows, s, w, sbuf)
                     for a in range(0, w, SUB):
                         e = min(a + SUB, w)
-                        coordinate.sort_block(sbuf, a, e, ni, nj)
+                        coordinate.sort_block(sbuf, a, e, ni, nj, tmp)
                         coordinate.median_block(sbuf, a, e, c)
                         for k in range(a, e):
                             c_out[s + k] = c[k]  # rounded to x's dtype: the centre used
