@@ -169,6 +169,7 @@ class WorkerGrads:
         """Start a new round: no worker reported, no parameter used."""
         self.reported = np.zeros(self.n, bool)
         self.used = np.zeros(len(self.params), bool)
+        self._pending = None   # a FusedWorkers whose gradients are not in the matrix yet
 
     def datas(self, k=0):
         ctx = self.contexts[k]
@@ -263,6 +264,14 @@ class WorkerGrads:
         self.reported[w] = True
         self._first_block = False
 
+    def fill(self, fused):
+        """All n workers reported through ``fused`` (a FusedWorkers whose
+        backward() is pending): its buffers go into the matrix at collect()."""
+        self.ready(require=True)
+        self._pending = fused
+        self.reported[:] = True
+        self.used[fused.used] = True
+
     # -- the round ---------------------------------------------------------
     def collect(self):
         """Finish the round's matrix (waits for MXNet); returns it."""
@@ -276,7 +285,9 @@ class WorkerGrads:
                 f"step(): worker(s) {missing} of n={self.n} did not report; run `with "
                 "trainer.worker(w): ... loss.backward()` for every w in range(n) first")
         mx.nd.waitall()
-        if self.state == "ok":
+        if self._pending is not None:
+            self._pending.write(self.matrix)
+        elif self.state == "ok":
             bad = self.matrix.unwritten()
             if bad:
                 raise RuntimeError(self._lost(f"worker(s) {bad}"))

@@ -37,10 +37,12 @@ import os
 import pickle
 import tempfile
 
+import mxnet as mx
 import numpy as np
-from mxnet import gluon
+from mxnet import autograd, gluon
 
 from . import aggregators, attacks
+from . import fused as fused_mod
 from .gradbuffer import WorkerGrads
 
 __all__ = ["ByzantineTrainer"]
@@ -116,16 +118,20 @@ class ByzantineTrainer(gluon.Trainer):
         self.round = 0              # completed rounds (steps)
         self.diverged_at = None     # first round after which parameters were non-finite
         self.diagnostics = {}
+        self._fused = {}            # id(net) -> FusedWorkers or None (loop)
         self._grads = WorkerGrads([p for p in self._params if p.grad_req != "null"],
                                   self._contexts, n, zero_copy=bool(zero_copy))
         self._new_round()
 
     @property
     def gradient_path(self):
-        """How worker gradients reach the matrix: 'zero-copy' (backward writes
-        into the rows), 'copy' (from param.grad(): several contexts, a device
-        other than cpu(0), static_alloc+static_shape graphs, zero_copy=False)
-        or 'pending' (not decided before the second worker block)."""
+        """How worker gradients reach the matrix: 'batched' (backward_all()'s
+        one pass, byzsgd.fused), 'zero-copy' (backward writes into the rows),
+        'copy' (from param.grad(): several contexts, a device other than
+        cpu(0), static_alloc+static_shape graphs, zero_copy=False) or
+        'pending' (not decided before the second worker block)."""
+        if any(f is not None for f in self._fused.values()):
+            return "batched"
         return {"ok": "zero-copy", "untested": "pending", "off": "copy"}[self._grads.state]
 
     # ------------------------------------------------------------ workers
@@ -156,6 +162,74 @@ class ByzantineTrainer(gluon.Trainer):
             self._grads.abort(token)
             raise
         self._grads.exit(w, token)
+
+    def backward_all(self, net, loss_fn, data, label, batched=None):
+        """Every worker's forward and backward in one call, then step().
+
+        Worker w's batch is ``data[w*b:(w+1)*b]`` (labels alike). The n passes
+        run as one batched pass (:mod:`byzsgd.fused`: per-worker weight copies,
+        same gradients up to rounding) when the net allows it, else as a loop
+        of :meth:`worker` blocks.
+
+        Parameters
+        ----------
+        net, loss_fn : Block
+            The network (its parameters are this trainer's) and a loss that
+            returns one value per sample.
+        data, label : NDArray
+            The n workers' batches one after the other.
+        batched : bool or None
+            None: batch when possible; False: always loop; True: batch or raise.
+
+        Returns
+        -------
+        NDArray
+            The (n*b,) per-sample losses.
+        """
+        fused = self._fused_for(net, batched)
+        if fused is None:
+            n, b = self.num_workers, data.shape[0] // self.num_workers
+            losses = []
+            for w in range(n):
+                with self.worker(w):
+                    with autograd.record():
+                        loss = loss_fn(net(data[w * b:(w + 1) * b]), label[w * b:(w + 1) * b])
+                    loss.backward()
+                losses.append(loss)
+            return mx.nd.concat(*losses, dim=0)
+        if self._grads.reported.any():
+            raise RuntimeError("backward_all() after worker() blocks in the same round; "
+                               "call step() first")
+        loss = fused.backward(loss_fn, data, label)
+        self._grads.fill(fused)
+        return loss
+
+    def _fused_for(self, net, batched):
+        """The FusedWorkers of ``net`` (cached), or None to loop."""
+        if batched is False:
+            return None
+        key = id(net)
+        if key not in self._fused:
+            why = None
+            if self.per_context:
+                why = "this trainer has one context per worker"
+            elif not self._grads.ready():
+                why = "the parameters are not initialised yet"
+            elif fused_mod.plan(net) is None:
+                why = f"{type(net).__name__} is not built from supported layers"
+            if why is not None:
+                if batched:
+                    raise ValueError(f"backward_all(batched=True): {why} "
+                                     "(see byzsgd.fused)")
+                return None   # not cached: deferred initialisation may end
+            try:
+                self._fused[key] = fused_mod.FusedWorkers(net, self._grads.params,
+                                                          self.num_workers)
+            except ValueError:
+                if batched:
+                    raise
+                self._fused[key] = None
+        return self._fused[key]
 
     # --------------------------------------------------------------- step
     def step(self, batch_size, ignore_stale_grad=False):
