@@ -288,8 +288,10 @@ def topk_accuracy(scores, labels, k=1):
 def evaluate(net, images, labels, ks=(1,), batch_size=1000, transform=None, ctx=None):
     """Top-k accuracies {k: fraction} of ``net`` on the whole set, in batches.
 
-    ``transform`` maps a numpy batch of ``images`` to the network's input
-    (e.g. ``functools.partial(normalise, "mnist")`` for uint8 images).
+    ``images`` is a numpy array or an NDArray (already the network's input,
+    e.g. a test set normalised once for many evaluations); ``transform`` maps
+    a numpy batch of ``images`` to the network's input (e.g.
+    ``functools.partial(normalise, "mnist")`` for uint8 images).
     """
     import mxnet as mx  # the rest of this module does not need mxnet
 
@@ -298,7 +300,8 @@ def evaluate(net, images, labels, ks=(1,), batch_size=1000, transform=None, ctx=
     for start in range(0, len(labels), batch_size):
         x = images[start:start + batch_size]
         x = transform(x) if transform else x
-        scores = net(mx.nd.array(x, ctx=ctx)).asnumpy()
+        x = x.as_in_context(ctx) if isinstance(x, mx.nd.NDArray) else mx.nd.array(x, ctx=ctx)
+        scores = net(x).asnumpy()
         y = labels[start:start + batch_size]
         for k in ks:
             hits[k] += int(np.sum(topk_correct(scores, y, k)))

@@ -19,8 +19,9 @@ __all__ = ["CKPT", "log_path", "read_log"]
 CKPT = ".ckpt"
 _CKPT_NAME = re.compile(r"^r(\d{8})$")
 # Not part of a run's identity: a run may be resumed elsewhere (another
-# device gives close, not bit-identical, results; the log says where it began).
-_IGNORED_KEYS = ("type", "versions", "started", "device")
+# device, or the batched gradients of byzsgd.fused instead of the loop, give
+# close, not bit-identical, results; the log says how it began).
+_IGNORED_KEYS = ("type", "versions", "started", "device", "gradients")
 
 
 # ------------------------------------------------------------------ logs

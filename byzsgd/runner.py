@@ -7,8 +7,10 @@ then a done line. Lines are appended whole with flush + fsync; a torn last
 line (a crash mid-write) is ignored when reading and cut when resuming.
 Non-finite numbers are written as null.
 
-Resume: after each evaluation the model, the trainer (optimizer state,
-attack rng, round counter) and the sampler's position are checkpointed in
+Resume: at an evaluation, if CHECKPOINT_SECONDS have passed since the last
+checkpoint (a checkpoint with its fsyncs costs ~50 ms, as much as a dozen MLP
+rounds), the model, the trainer (optimizer state, attack rng, round counter)
+and the sampler's position are checkpointed in
 ``<out>/<figure>/.ckpt/<run_id>/r<round>/`` (written to a temporary folder,
 then renamed, so a checkpoint is complete or absent). A rerun skips runs
 with a done line, cuts every other log back to its last checkpoint's round
@@ -46,6 +48,9 @@ from .runlog import (CKPT, _Appender, _ckpt_root, _drop_checkpoints, _finite, _r
 __all__ = ["run", "execute", "context", "log_path", "read_log", "CKPT", "THREAD_VARS"]
 
 # Thread pools read these once, when their library loads (numba: see _pin_threads).
+#: Wall-clock seconds between checkpoints (taken at evaluations): the most
+#: work an interrupted run repeats.
+CHECKPOINT_SECONDS = 20.0
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
@@ -92,7 +97,7 @@ class _Training:
         import mxnet as mx
         from mxnet import gluon
 
-        from . import models
+        from . import fused, models
         from .trainer import ByzantineTrainer
 
         self.cfg, self.mx, self.ctx = cfg, mx, context(ctx)
@@ -101,6 +106,7 @@ class _Training:
         self.sampler = data.WorkerSampler(len(self.y), cfg["n"], cfg["batch_size"],
                                           cfg["seed"], cfg["partition"])
         self.normalise = partial(data.normalise, cfg["dataset"])
+        self.test_input = None
         mx.random.seed(cfg["seed"])                      # the initial weights
         self.net = models.get_model(cfg["model"])
         self.net.initialize(mx.init.Xavier(), ctx=self.ctx)
@@ -112,6 +118,8 @@ class _Training:
             attack=(cfg["attack"], cfg["attack_params"]) if cfg["attack"] else None,
             num_workers=cfg["n"], seed=cfg["seed"])
         self.loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
+        # how the workers' gradients are computed (byzsgd.fused): logged
+        self.gradients = "batched" if fused.plan(self.net) is not None else "loop"
         self.loss_sum, self.loss_rounds = mx.nd.zeros((1,), ctx=self.ctx), 0
 
     def restore(self, ckpt):
@@ -127,18 +135,14 @@ class _Training:
         self.mx.random.seed(_mx_seed(self.cfg["seed"], round_))
 
     def round(self):
-        """Every worker's forward/backward on its own batch, then one step."""
-        from mxnet import autograd
+        """Every worker's forward/backward on its own batch (one batched pass
+        where the model allows it), then one step."""
         nd, b = self.mx.nd, self.cfg["batch_size"]
         idx = self.sampler.next_round().ravel()
         x = nd.array(self.normalise(self.x[idx]), ctx=self.ctx)
         y = nd.array(self.y[idx], ctx=self.ctx)
-        for w in range(self.cfg["n"]):
-            with self.trainer.worker(w):
-                with autograd.record():
-                    loss = self.loss_fn(self.net(x[w * b:(w + 1) * b]), y[w * b:(w + 1) * b])
-                loss.backward()
-            self.loss_sum += loss.mean()
+        loss = self.trainer.backward_all(self.net, self.loss_fn, x, y)
+        self.loss_sum += loss.mean() * self.cfg["n"]   # the sum of the workers' means
         self.trainer.step(b)
         self.loss_rounds += 1
 
@@ -146,8 +150,10 @@ class _Training:
         """The eval line: accuracies on the whole test set, and the mean
         training loss of the workers' batches since the last evaluation."""
         topk = self.cfg["topk"]
-        acc = data.evaluate(self.net, self.x_test, self.y_test, sorted({1, topk}),
-                            transform=self.normalise, ctx=self.ctx)
+        if self.test_input is None:   # normalised once: 51 evaluations of a run
+            self.test_input = self.mx.nd.array(self.normalise(self.x_test), ctx=self.ctx)
+        acc = data.evaluate(self.net, self.test_input, self.y_test, sorted({1, topk}),
+                            ctx=self.ctx)
         loss = (float(self.loss_sum.asscalar()) / (self.cfg["n"] * self.loss_rounds)
                 if self.loss_rounds else None)
         self.loss_sum, self.loss_rounds = self.mx.nd.zeros((1,), ctx=self.ctx), 0
@@ -196,17 +202,18 @@ def _execute(cfg, path, data_dir, tick, ctx):
     if lines and lines[-1].get("type") == "done":
         _drop_checkpoints(root)
         return lines[-1]
+    run = _Training(cfg, data_dir, ctx)
     if ckpt is None:
         shutil.rmtree(root, ignore_errors=True)
         kept = [{"type": "config", **cfg, "versions": _versions(), "device": str(ctx),
+                 "gradients": run.gradients,
                  "started": datetime.datetime.now().isoformat(timespec="seconds")}]
     _rewrite(path, kept)
-    run = _Training(cfg, data_dir, ctx)
     start, elapsed0 = 0, 0.0
     if ckpt is not None:
         meta = run.restore(ckpt)
         start, elapsed0 = meta["round"], meta["elapsed"]
-    t0 = time.perf_counter()
+    t0 = last_ckpt = time.perf_counter()
     log = _Appender(path)
     try:
         if ckpt is None:
@@ -221,8 +228,10 @@ def _execute(cfg, path, data_dir, tick, ctx):
             elapsed = elapsed0 + time.perf_counter() - t0
             log.write(run.evaluate(round_, elapsed))     # the line first, then the
             run.reseed(round_)                            # checkpoint that makes it final
-            if round_ != cfg["rounds"]:
+            if round_ != cfg["rounds"] and \
+                    time.perf_counter() - last_ckpt >= CHECKPOINT_SECONDS:
                 run.checkpoint(root, round_, elapsed)
+                last_ckpt = time.perf_counter()
         done = {"type": "done", "rounds": cfg["rounds"],
                 "elapsed": round(elapsed0 + time.perf_counter() - t0, 3),
                 "diverged_at": run.trainer.diverged_at}

@@ -21,7 +21,8 @@ from byzsgd.experiment import Arm, Spec
 CONFIG_KEYS = {"type", "figure", "run_id", "label", "group", "x", "reference", "rule",
                "rule_params", "attack", "attack_params", "dataset", "model", "n", "rounds",
                "lr", "batch_size", "optimizer", "optimizer_params", "eval_every", "seed",
-               "topk", "threads", "partition", "plot", "versions", "device", "started"}
+               "topk", "threads", "partition", "plot", "versions", "device", "gradients",
+               "started"}
 EVAL_KEYS = {"type", "round", "top1", "topk", "train_loss", "elapsed", "diverged",
              "diagnostics"}
 DONE_KEYS = {"type", "rounds", "elapsed", "diverged_at"}
@@ -85,6 +86,7 @@ def test_logs_are_strict_json_lines_in_contract_format(gaussian_runs):
         assert config["type"] == "config" and set(config) == CONFIG_KEYS
         assert {k: config[k] for k in cfg} == cfg
         assert set(config["versions"]) == {"byzsgd", "mxnet", "numpy", "python"}
+        assert config["gradients"] == "batched"   # the MLP: one pass for all workers
         assert config["plot"]["kind"] == "curves" and config["plot"]["metric"] == "top1"
         assert [e["round"] for e in evals] == [0, 20, 40, 60]
         assert all(e["type"] == "eval" and set(e) == EVAL_KEYS for e in evals)
@@ -173,9 +175,10 @@ def crash_at(round_):
     return tick
 
 
-def test_crash_then_resume_is_bit_identical(data_root, tmp_path):
+def test_crash_then_resume_is_bit_identical(data_root, tmp_path, monkeypatch):
     """Crash after round 12 (checkpoint at 10), leave a stale line for round 15
     and a torn line, resume: the log equals an uninterrupted run's."""
+    monkeypatch.setattr(runner, "CHECKPOINT_SECONDS", 0.0)   # one at every evaluation
     spec = small_spec(rounds=20, eval_every=5, arms=(Arm("Medoid", "medoid"),))
     [cfg] = experiment.resolve_runs(spec)
     ref = runner.run(spec, out=tmp_path / "ref", data_dir=data_root, progress=False)[0]
@@ -183,6 +186,7 @@ def test_crash_then_resume_is_bit_identical(data_root, tmp_path):
     with pytest.raises(Crash):
         runner.execute(cfg, path, data_root, tick=crash_at(12))
     assert [ln["round"] for ln in strict_lines(path)[1:]] == [0, 5, 10]
+    assert (runner._ckpt_root(path) / "r00000010").is_dir()
     with open(path, "a", encoding="utf-8") as f:
         f.write(json.dumps({"type": "eval", "round": 15, "top1": 0.5, "topk": 0.5,
                             "train_loss": 1.0, "elapsed": 1.0, "diverged": False}) + "\n")
