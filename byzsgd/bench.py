@@ -1,9 +1,11 @@
 """Benchmarks: ``python -m byzsgd.bench SUBCOMMAND [options]``.
 
-Subcommands register themselves with :func:`subcommand`; ``aggregators``
-times every registered aggregation rule on gradient-like float32 data of the
-paper's MLP and CNN sizes and prints milliseconds and the ratio to ``mean``
-measured in the same run, with the machine it ran on.
+Subcommands register themselves with :func:`subcommand` (modules listed in
+``MODULES``); ``aggregators`` times every registered aggregation rule on
+gradient-like float32 data of the paper's MLP and CNN sizes and prints
+milliseconds and the ratio to ``mean`` measured in the same run, with the
+machine it ran on; ``round`` and ``figure`` (:mod:`byzsgd.bench_rounds`)
+time training rounds and whole figures.
 """
 import argparse
 import os
@@ -153,11 +155,21 @@ def _table(times, rules, title):
     return "\n".join(lines)
 
 
+#: modules whose subcommands register themselves when imported
+MODULES = ("byzsgd.bench_rounds",)
+
+
 def main(argv=None):
+    import importlib
+    # under `python -m byzsgd.bench` this file runs as __main__: the modules
+    # register into byzsgd.bench, a second copy of it, so read that one
+    registry = importlib.import_module("byzsgd.bench").SUBCOMMANDS
+    for module in MODULES:
+        importlib.import_module(module)
     parser = argparse.ArgumentParser(prog="python -m byzsgd.bench",
                                      description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", metavar="SUBCOMMAND", required=True)
-    for name, (setup, help_) in sorted(SUBCOMMANDS.items()):
+    for name, (setup, help_) in sorted(registry.items()):
         p = sub.add_parser(name, help=help_)
         p.add_argument("--out", default=None, help="also write the report to this file")
         p.set_defaults(run=setup(p))

@@ -1,0 +1,196 @@
+"""Benchmarks of whole training rounds and whole figures.
+
+``round``: one simulated round of a figure's setting (n workers' gradients,
+attack, aggregation, update: exactly the experiment runner's round) against
+one forward/backward of the same n*b samples as a single batch, interleaved
+in one process; ratios of the fastest repetitions, the share of the round
+spent in the aggregation rule, and a profile of a round by phase.
+``figure``: a whole figure's runs with ``--jobs``, wall time and per-run
+numbers from the logs.
+"""
+import os
+import tempfile
+import time
+
+import numpy as np
+
+from .bench import machine, subcommand
+
+__all__ = []
+
+#: the settings the round benchmark reproduces, by model
+SETTINGS = {"mlp": "fig03", "cnn": "fig17"}
+
+
+def _config(model, rule, attack):
+    """The run config of the model's figure with this rule (its parameters
+    in that figure, else the aggregator benchmark's) and attack."""
+    from . import aggregators, attacks, experiment
+    from .bench import BENCH_PARAMS
+    spec = experiment.load_spec(SETTINGS[model])
+    cfg = dict(experiment.resolve_runs(spec)[0])
+    params = next((arm.rule_params for arm in spec.arms if arm.rule == rule),
+                  BENCH_PARAMS.get(rule, {}))
+    cfg["rule"], cfg["rule_params"] = rule, aggregators.get(rule, **params).params
+    if attack == "none":
+        cfg["attack"], cfg["attack_params"] = None, {}
+    else:
+        cfg["attack"], cfg["attack_params"] = attack, attacks.get(attack).params
+    return cfg
+
+
+def _phases(run):
+    """One round split into timed phases (MXNet drained after each): what
+    ByzantineTrainer.step() does, unrolled."""
+    import mxnet as mx
+    t, times = time.perf_counter(), {}
+
+    def lap(name):
+        nonlocal t
+        mx.nd.waitall()
+        now = time.perf_counter()
+        times[name] = now - t
+        t = now
+
+    tr, cfg = run.trainer, run.cfg
+    idx = run.sampler.next_round().ravel()
+    x = mx.nd.array(run.normalise(run.x[idx]), ctx=run.ctx)
+    y = mx.nd.array(run.y[idx], ctx=run.ctx)
+    lap("batch")
+    tr.backward_all(run.net, run.loss_fn, x, y)
+    lap("forward/backward")
+    grads = tr._grads.collect()
+    grads *= np.float32(tr._scale / cfg["batch_size"])
+    lap("gradient matrix")
+    sent = tr.attack(grads, tr.rng) if tr.attack is not None else grads
+    lap("attack")
+    agg = tr.aggregator(sent)
+    lap("aggregation")
+    tr._grads.scatter(agg)
+    tr._reduced, tr._last = True, {}
+    tr._optimizer.rescale_grad = 1.0
+    tr._apply(False)
+    lap("update")
+    return times
+
+
+@subcommand("round", help="one training round against one big-batch forward/backward")
+def _round(parser):
+    parser.add_argument("--model", choices=sorted(SETTINGS), default="mlp")
+    parser.add_argument("--rules", nargs="+", default=["mean", "marmed", "meamed"])
+    parser.add_argument("--attacks", nargs="+", default=["none", "gaussian"])
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="timed repetitions (default 40 for mlp, 3 for cnn)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="threads (the experiments' default is 1 per run)")
+    return _run_round
+
+
+def _run_round(args):
+    from . import runner
+    runner._pin_threads(args.threads)
+    import mxnet as mx
+    from mxnet import autograd
+
+    repeats = args.repeats or (40 if args.model == "mlp" else 3)
+    runs = {}
+    for attack in args.attacks:
+        for rule in args.rules:
+            runs[(rule, attack)] = runner._Training(_config(args.model, rule, attack), None)
+    first = next(iter(runs.values()))
+    cfg = first.cfg
+    n, b = cfg["n"], cfg["batch_size"]
+    idx = first.sampler.next_round().ravel()
+    xb = mx.nd.array(first.normalise(first.x[idx]))
+    yb = mx.nd.array(first.y[idx])
+
+    def big():   # the stock single-batch pass on the same net and samples
+        with autograd.record():
+            loss = first.loss_fn(first.net(xb), yb)
+        loss.backward()
+        mx.nd.waitall()
+
+    def timed(fn):
+        t = time.perf_counter()
+        fn()
+        mx.nd.waitall()
+        return time.perf_counter() - t
+
+    for run in runs.values():      # warm-up: allocation, numba, first-round checks
+        for _ in range(2):
+            run.round()
+    big()
+    single, rounds, aggs, phases = [], {k: [] for k in runs}, {k: [] for k in runs}, {}
+    for _ in range(repeats):
+        single.append(timed(big))
+        for key, run in runs.items():
+            rounds[key].append(timed(run.round))
+            grads = run.trainer._grads.matrix.array   # this round's attacked input
+            sent = run.trainer.attack(grads, np.random.default_rng(0)) \
+                if run.trainer.attack is not None else grads
+            aggs[key].append(timed(lambda: run.trainer.aggregator(sent)))
+    for key, run in runs.items():
+        laps = [_phases(run) for _ in range(max(3, repeats // 4))]
+        phases[key] = {k: min(lap[k] for lap in laps) for k in laps[0]}
+
+    s = min(single)
+    lines = [machine(), "",
+             f"model {args.model} (d = {first.trainer._grads.matrix.d}), n = {n} workers x "
+             f"b = {b}, setting of {cfg['figure']}, {repeats} interleaved repetitions, "
+             f"{args.threads} thread(s); gradients: "
+             f"{'one batched pass' if first.trainer._fused.get(id(first.net)) else 'loop'}",
+             f"single batch of {n * b}: forward/backward min {1e3 * s:.2f} ms, "
+             f"median {1e3 * np.median(single):.2f} ms", "",
+             f"{'rule':<10}{'attack':<11}{'round ms':>9}{'ratio':>7}{'median':>8}"
+             f"{'agg ms':>8}{'agg share':>10}"]
+    for key, ts in rounds.items():
+        r, a = min(ts), min(aggs[key])
+        lines.append(f"{key[0]:<10}{key[1]:<11}{1e3 * r:>9.2f}{r / s:>7.2f}"
+                     f"{np.median(ts) / np.median(single):>8.2f}{1e3 * a:>8.2f}"
+                     f"{a / r:>10.0%}")
+    lines += ["", "ratio: fastest round / fastest single batch; median: ratio of medians;",
+              "agg share: fastest aggregation on a round's attacked matrix / fastest round",
+              "", "profile of a round by phase (fastest of repeated rounds, ms):"]
+    names = list(next(iter(phases.values())))
+    lines.append(f"{'rule':<10}{'attack':<11}" + "".join(f"{k[:16]:>18}" for k in names))
+    for key, ph in phases.items():
+        lines.append(f"{key[0]:<10}{key[1]:<11}" + "".join(f"{1e3 * ph[k]:>18.2f}"
+                                                          for k in names))
+    return "\n".join(lines)
+
+
+@subcommand("figure", help="a whole figure's runs with --jobs: wall time")
+def _figure(parser):
+    parser.add_argument("figure", nargs="?", default="fig02")
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--seeds", type=int, nargs="+", default=None)
+    parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--results", default=None,
+                        help="keep the logs here (default: a temporary folder)")
+    return _run_figure
+
+
+def _run_figure(args):
+    from . import experiment, runner
+    spec = experiment.load_spec(args.figure)
+    changes = {k: v for k, v in (("seeds", args.seeds and tuple(args.seeds)),
+                                 ("rounds", args.rounds)) if v}
+    if changes:
+        spec = experiment.override(spec, **changes)
+    out = args.results or tempfile.mkdtemp(prefix="byzsgd-bench-")
+    t = time.perf_counter()
+    done = runner.run(spec, out=out, jobs=args.jobs, progress=False)
+    wall = time.perf_counter() - t
+    runs = len(done)
+    per_run = np.array([d["elapsed"] for d in done])
+    rounds = sum(d["rounds"] for d in done)
+    return "\n".join([
+        machine(), "",
+        f"{spec.figure}: {runs} runs ({len(spec.arms)} arms x {len(spec.seeds)} seeds) x "
+        f"{spec.rounds} rounds, evaluation every {spec.eval_every}, --jobs {args.jobs}",
+        f"wall time {wall:.0f} s ({wall / 60:.1f} min); {rounds / wall:.0f} rounds/s overall",
+        f"per run (training + evaluations, from the logs): median {np.median(per_run):.1f} s, "
+        f"min {per_run.min():.1f} s, max {per_run.max():.1f} s",
+        f"overhead (process start, data, model set-up, logs): "
+        f"{wall - per_run.sum() / args.jobs:.0f} s of the wall time",
+        f"logs: {os.path.abspath(out)}"])
