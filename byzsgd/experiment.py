@@ -277,7 +277,7 @@ def _check_model_and_optimizer(spec, input_shape):
     return d
 
 
-_FIGURE_MODULE = re.compile(r"^(fig\d+|table1)(_\w*)?$")
+_FIGURE_MODULE = re.compile(r"^(fig\d+|ext\d+|table1)(_\w*)?$")
 
 
 def figures():

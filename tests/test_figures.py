@@ -246,3 +246,32 @@ def test_table1_follows_the_specs_not_a_copy(data_root):
     assert len(rows) == 1 and rows[0]["figures"] == ["fig02", "fig03", "fig04"]
     assert rows[0]["\u03b3"] == "0.05" and rows[0]["# rounds"] == 123
     assert notes == ["fig02: \u03b3 0.1", "fig02: # rounds 500"]
+
+
+EXTENSIONS = [k for k in figures() if k.startswith("ext")]
+
+
+def test_extensions_beyond_the_paper():
+    """Fashion-MNIST bit-flip and gambler, and the bit-flip figure under the
+    authors' code's bit numbering: Fig. 5's and Fig. 6's settings otherwise."""
+    assert EXTENSIONS == ["ext01", "ext02", "ext03"]
+    fig05, fig06 = spec_of("fig05"), spec_of("fig06")
+    for name, like, changed in (("ext01", fig05, {"dataset": "fashion-mnist"}),
+                                ("ext02", fig06, {"dataset": "fashion-mnist"}),
+                                ("ext03", fig05, {"attack_params": {
+                                    "bits": (22, 29, 30, 31), "numbering": "zero",
+                                    "dims": 500, "per_dim": 1}})):
+        module = load_figure(name)
+        assert "Fixed" in module.__doc__ and "Varies" in module.__doc__
+        spec = module.SPEC
+        assert spec.figure == name and spec.arms == like.arms
+        for key in ("model", "n", "rounds", "lr", "batch_size", "seeds", "attack",
+                    "attack_params", "dataset", "eval_every"):
+            assert getattr(spec, key) == changed.get(key, getattr(like, key)), (name, key)
+
+
+@pytest.mark.parametrize("name", EXTENSIONS)
+def test_extension_passes_preflight(name, data_root):
+    spec = spec_of(name)
+    preflight(spec, data_root)
+    preflight(override(spec, quick=True), data_root)
