@@ -130,6 +130,11 @@ class FusedWorkers:
         with autograd.record():
             h = x
             for blk in self.layers:
+                if isinstance(blk, nn.Flatten):
+                    # a view: the Flatten operator's output reads back into
+                    # numpy 50x slower (7.6 ms instead of 0.15 for the MLP's input)
+                    h = h.reshape((0, -1))
+                    continue
                 if not isinstance(blk, nn.Dense):
                     h = blk(h)
                     continue
