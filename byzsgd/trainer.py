@@ -75,8 +75,17 @@ class ByzantineTrainer(gluon.Trainer):
         (simulated workers on cpu(0)); False forces the copy path.
     kvstore, compression_params, update_on_kvstore
         Accepted for drop-in compatibility: kvstore may only be None,
-        'device' or 'local' (whose sum this trainer replaces).
+        'device' or 'local' (whose sum this trainer replaces), or
+        'dist_byz': distributed mode on byzsgd parameter servers
+        (:class:`byzsgd.distributed.DistributedTrainer`, inside `byzsgd launch`).
     """
+
+    def __new__(cls, *args, kvstore=None, **kwargs):
+        # kvstore='dist_byz': the same trainer on byzsgd parameter servers
+        if kvstore == "dist_byz" and cls is ByzantineTrainer:
+            from .distributed import DistributedTrainer
+            cls = DistributedTrainer
+        return super().__new__(cls)
 
     def __init__(self, params, optimizer, optimizer_params=None, aggregator="mean",
                  attack=None, num_workers=None, seed=None, zero_copy=True,
@@ -119,6 +128,12 @@ class ByzantineTrainer(gluon.Trainer):
         self._grads = WorkerGrads([p for p in self._params if p.grad_req != "null"],
                                   self._contexts, n, zero_copy=bool(zero_copy))
         self._new_round()
+
+    @property
+    def local_workers(self):
+        """The workers whose gradients this process computes: all n here
+        (distributed mode: this worker's rank, see byzsgd.distributed)."""
+        return list(range(self.num_workers))
 
     @property
     def gradient_path(self):
