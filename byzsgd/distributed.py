@@ -26,8 +26,9 @@ every rank the attack may pick in ``byzantine`` (the default: all ranks),
 a distributed run equals the simulation bit for bit.
 
 Timeouts: joining the cluster, every round and the shutdown are watched;
-past ``timeout`` seconds (BYZSGD_TIMEOUT, set by the launcher) the worker
-prints what it was waiting for and exits with status 4, never hangs.
+past twice ``timeout`` seconds (BYZSGD_TIMEOUT, set by the launcher; servers
+give up on a round after once the timeout, naming the missing workers) the
+worker prints what it was waiting for and exits with status 4, never hangs.
 """
 import atexit
 import gc
@@ -96,7 +97,9 @@ class PSClient:
             raise ValueError(f"timeout must be > 0 seconds, got {self.timeout!r}")
         import mxnet as mx
         self.mx = mx
-        self.watchdog = _Watchdog(self.timeout, "worker")
+        # twice the servers' timeout: a server holding a stalled block names
+        # the missing worker first; a worker only speaks when servers cannot
+        self.watchdog = _Watchdog(2 * self.timeout, "worker")
         self.watchdog.arm("joining the cluster")
         self.kv = mx.kv.create("dist_async")
         self.watchdog.disarm()

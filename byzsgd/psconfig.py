@@ -27,8 +27,6 @@ import json
 
 import numpy as np
 
-from . import aggregators, attacks
-
 __all__ = ["FORMAT", "COORDINATE_WISE", "ConfigError", "placement_of", "blocks",
            "key_table", "make", "parse", "BIGARRAY_BOUND"]
 
@@ -119,6 +117,7 @@ def parse(text, num_servers=None):
     ``num_servers``: the cluster's server count, which the message must match.
     Optimizer names are checked by the server (see byzsgd.psserver).
     """
+    from . import aggregators   # here: the scheduler imports this module too
     if isinstance(text, bytes):
         try:
             text = text.decode("utf-8")
@@ -172,6 +171,7 @@ def _refuse_constant(c):
 def _server_attack(spec, n, servers):
     """None, or {"attack", "params", "servers", "seed"}: the attack the listed
     (faulty) servers apply to the (n, block) matrix of their shard."""
+    from . import attacks
     if spec is None:
         return None
     if not isinstance(spec, dict) or set(spec) != _ATTACK_FIELDS:

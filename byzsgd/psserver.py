@@ -35,7 +35,7 @@ import traceback
 
 import numpy as np
 
-from . import aggregators, attacks, psconfig
+from . import psconfig
 
 __all__ = ["main", "Server"]
 
@@ -139,6 +139,7 @@ class Server:
                 f"{type(err).__name__}: {err}") from None
 
     def _install(self, cfg):
+        from . import aggregators, attacks
         mx = self.mx
         n = cfg["num_workers"]
         spans = psconfig.blocks(cfg["d"], self.num_servers, cfg["placement"])
