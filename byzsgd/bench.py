@@ -153,6 +153,11 @@ def _table(times, rules, title):
     return "\n".join(lines)
 
 
+# distributed mode's benchmark lives in its own module (it starts clusters)
+from .bench_distributed import setup as _distributed  # noqa: E402
+subcommand("distributed", help="per-round latency of byzsgd servers vs dist_sync")(_distributed)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m byzsgd.bench",
                                      description=__doc__.split("\n")[0])

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from . import data, launch
 from .experiment import override, preflight
-from .runlog import _Appender, _rewrite, jsonable, log_path, read_log
+from .runlog import _Appender, _rewrite, _rounds_done, jsonable, log_path
 
 __all__ = ["run", "worker_main", "train"]
 
@@ -118,6 +118,7 @@ def run(spec, workers, servers, out="results", data_dir=None, round_timeout=120.
         timeout=None, options=None):
     """Run every unfinished (arm, seed) run of ``spec`` on a local cluster of
     ``workers`` workers and ``servers`` servers; return the log paths."""
+    from .runner import _child_environment
     spec = override(spec, n=workers)
     configs = preflight(spec, data_dir)
     data_dir = str(data.resolve_root(data_dir))
@@ -125,8 +126,7 @@ def run(spec, workers, servers, out="results", data_dir=None, round_timeout=120.
     for cfg in configs:
         path = log_path(out, cfg)
         paths.append(path)
-        lines = read_log(path)
-        if lines and lines[-1].get("type") == "done":
+        if _rounds_done(path, cfg) == cfg["rounds"]:   # raises on a log of other settings
             continue
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="byzsgd-dist-") as tmp:
@@ -134,12 +134,13 @@ def run(spec, workers, servers, out="results", data_dir=None, round_timeout=120.
             job.write_text(json.dumps(jsonable({
                 "cfg": cfg, "data_dir": data_dir, "log": str(path),
                 "options": options or {}, "servers": servers})), encoding="utf-8")
-            status = launch.launch([sys.executable, "-m", "byzsgd.distrun", str(job)],
-                                   workers, servers, timeout=timeout,
-                                   round_timeout=round_timeout)
+            with _child_environment(spec.threads):     # the spec's thread count
+                status = launch.launch([sys.executable, "-m", "byzsgd.distrun", str(job)],
+                                       workers, servers, timeout=timeout,
+                                       round_timeout=round_timeout)
         if status != 0:
-            raise RuntimeError(f"{cfg['run_id']}: the cluster failed (status {status}); "
-                               f"see the messages above")
+            raise launch.ClusterError(f"{cfg['run_id']}: the cluster failed (status "
+                                      f"{status}); see the messages above")
         print(f"{cfg['run_id']}: done on {workers} workers, {servers} servers")
     return paths
 

@@ -36,11 +36,15 @@ import time
 
 from . import psconfig
 
-__all__ = ["main", "launch", "Cluster", "cluster_env", "ssh_command", "read_hosts",
+__all__ = ["main", "launch", "Cluster", "ClusterError", "cluster_env", "ssh_command", "read_hosts",
            "plan", "free_port"]
 
 DEFAULT_TIMEOUT = 60.0   # seconds a round may wait (workers and servers)
 POLL = 0.05
+
+
+class ClusterError(RuntimeError):
+    """A cluster that failed (a process died or stalled); the message says which."""
 
 
 def free_port(host="127.0.0.1"):
