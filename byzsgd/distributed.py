@@ -109,6 +109,16 @@ class PSClient:
         self.cfg = None
         self.rounds = 0
         atexit.register(self.close)
+        hook = sys.excepthook
+
+        def fail_fast(*exc):
+            # an uncaught error: leave at once (exit 1), so that the launcher
+            # stops the cluster now, not after the others' round timeouts
+            hook(*exc)
+            sys.stderr.flush()
+            os._exit(1)
+
+        sys.excepthook = fail_fast
 
     def setup(self, config, weights):
         """Send ``config`` (psconfig JSON; rank 0 only), put the initial

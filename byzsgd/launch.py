@@ -251,7 +251,9 @@ def launch(command, num_workers, num_servers, hosts=None, timeout=None, grace=10
 
 
 def build_parser(prog="byzsgd launch"):
-    p = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog=prog, description=(
+        "Start an MXNet ps-lite cluster (1 scheduler, S byzsgd servers, N workers running "
+        "COMMAND) on loopback, or over ssh with --hosts; stop all of it when any part fails."))
     p.add_argument("-n", "--workers", type=int, required=True, help="number of workers")
     p.add_argument("-s", "--servers", type=int, required=True, help="number of servers")
     p.add_argument("--hosts", metavar="FILE", help="run servers and workers over ssh on "

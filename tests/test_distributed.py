@@ -299,3 +299,32 @@ def test_trainer_outside_a_cluster_says_how_to_start_one():
     with pytest.raises(RuntimeError, match="byzsgd launch"):
         ByzantineTrainer(net.collect_params(), "sgd", {"learning_rate": 0.1},
                          kvstore="dist_byz")
+
+
+def test_launcher_reports_a_failing_worker_and_reaps_everyone(tmp_path):
+    """Status and role of a worker that fails at once; servers and scheduler
+    (waiting for a cluster that never forms) are stopped, nothing is left."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "byzsgd.cli", "launch", "-n", "2", "-s", "1", "--timeout", "60",
+         "--grace", "1", "--", "sh", "-c", "sleep 1; exit 3"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    kids, deadline = [], time.monotonic() + 30
+    while len(kids) < 4 and time.monotonic() < deadline:   # cli -> launcher -> 4 processes
+        kids = [k for c in children(proc.pid) for k in children(c)]
+        time.sleep(0.05)
+    code, _, err = finish(proc)
+    assert code == 3
+    assert "worker #" in err and "exited with status 3; stopping the cluster" in err
+    assert len(kids) == 4 and not [p for p in kids if alive(p)]
+
+
+def test_cli_launch_and_distributed_run_refuse_bad_settings(data_root, capsys):
+    from byzsgd import cli
+    assert subprocess.run([sys.executable, "-m", "byzsgd.cli", "launch", "-n", "0", "-s", "1",
+                           "--", "true"], capture_output=True, text=True,
+                          timeout=60).stderr.strip().endswith(
+        "number of workers must be an integer >= 1, got 0")
+    code = cli.main(["run", "fig02", "--distributed", "-n", "4", "-s", "2", "--arms", "Krum",
+                     "--data-dir", str(data_root), "--no-plot", "--no-progress"])
+    assert code == 2
+    assert "krum needs n > 2q + 2, got n=4, q=6" in capsys.readouterr().err
