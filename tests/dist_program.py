@@ -5,7 +5,8 @@ for its rounds; worker 0 saves the final parameters to JOB's weights_out.
 With ``"evil": MARKER``, worker 1 first sends the servers a pickle that
 would create MARKER if unpickled, and a valid configuration that differs
 from the cluster's (both must be refused). With ``"hang_after": k``,
-worker 2 stops responding (sleeps) before round k + 1.
+worker 2 stops responding (sleeps) before round k + 1; with
+``"impersonate_at": k``, worker 1 pushes on worker 0's key before round k + 1.
 """
 import json
 import os
@@ -41,6 +42,11 @@ def main(path):
         kv._send_command_to_servers(0, other)
     run.reseed(0)
     for round_ in range(cfg["rounds"]):
+        if job.get("impersonate_at") == round_ and trainer.rank == 1:
+            client = trainer.client          # push on worker 0's key of block 0
+            a, b, _ = client.spans[0]
+            client.kv.push(client.table[0][0], client.mx.nd.zeros(b - a))
+            client.mx.nd.waitall()
         if job.get("hang_after") == round_ and trainer.rank == 2:
             print("worker 2: hanging on purpose", file=sys.stderr, flush=True)
             time.sleep(3600)

@@ -193,6 +193,20 @@ def test_byzantine_worker_and_faulty_server(tmp_path, data_root):
     assert not np.array_equal(got[:lo], ref[:lo]) and not np.array_equal(got[lo:], ref[lo:])
 
 
+def test_push_on_another_workers_key_stops_the_cluster(tmp_path, data_root):
+    """ps-lite does not say who pushed: worker 1 pushing on worker 0's key
+    collides with worker 0's own push, and the server stops the cluster
+    rather than aggregate a row it cannot attribute."""
+    cfg = run_config("marmed", rounds=5)
+    proc = start(tmp_path, cfg, data_root, impersonate_at=2)
+    kids, _ = wait_for_workers(proc)
+    code, _, err = finish(proc)
+    assert code != 0
+    assert "(block 0, worker 0) was pushed twice in round" in err, err[-3000:]
+    assert "server #" in err and "stopping the cluster" in err
+    assert not [p for p in kids if alive(p)]
+
+
 # -------------------------------------------------------------- fail fast
 
 def test_killed_worker_stops_the_cluster(tmp_path, data_root):
