@@ -7,6 +7,7 @@ would create MARKER if unpickled, and a valid configuration that differs
 from the cluster's (both must be refused). With ``"hang_after": k``,
 worker 2 stops responding (sleeps) before round k + 1; with
 ``"impersonate_at": k``, worker 1 pushes on worker 0's key before round k + 1.
+With ``"progress": FILE``, worker 0 writes the number of rounds done there.
 """
 import json
 import os
@@ -51,6 +52,9 @@ def main(path):
             print("worker 2: hanging on purpose", file=sys.stderr, flush=True)
             time.sleep(3600)
         run.round()
+        if job.get("progress") and trainer.rank == 0:
+            with open(job["progress"], "w") as f:
+                f.write(str(round_ + 1))
     if trainer.rank == 0:
         params = run.net.collect_params()
         np.savez(job["weights_out"], **{k: params[k].data().asnumpy()
