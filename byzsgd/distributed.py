@@ -60,8 +60,9 @@ class _Watchdog:
         self.what, self.deadline = None, None
         threading.Thread(target=self._run, daemon=True).start()
 
-    def arm(self, what):
-        self.what, self.deadline = what, time.monotonic() + self.timeout
+    def arm(self, what, factor=1):
+        self.what, self.budget = what, factor * self.timeout
+        self.deadline = time.monotonic() + self.budget
 
     def disarm(self):
         self.deadline = None
@@ -71,8 +72,8 @@ class _Watchdog:
             time.sleep(min(0.25, self.timeout / 4))
             deadline = self.deadline
             if deadline is not None and time.monotonic() > deadline:
-                print(f"byzsgd {self.who}: {self.what} stalled for more than "
-                      f"{self.timeout:g} s: a server, the scheduler or another worker is "
+                print(f"byzsgd {self.who}: {self.what} stalled past its "
+                      f"{self.budget:g} s budget: a server, the scheduler or another worker is "
                       "dead or stalled; exiting", file=sys.stderr, flush=True)
                 os._exit(EXIT_STALL)
 
@@ -163,6 +164,13 @@ class PSClient:
         self._pull(out)
         self.watchdog.disarm()
         self.rounds += 1
+
+    def barrier(self, what, factor=10):
+        """Meet every worker, e.g. while worker 0 evaluates; watched, with
+        ``factor`` times the round budget."""
+        self.watchdog.arm(what, factor)
+        self.kv._barrier()
+        self.watchdog.disarm()
 
     def gather(self, row):
         """``mode="store"``: push ``row``, return the (n, d) matrix of all rows."""

@@ -84,6 +84,9 @@ def train(cfg, data_dir, options, servers=None, log=None, weights_out=None):
                 continue
             if appender:
                 appender.write(run.evaluate(round_, time.perf_counter() - t0))
+            # the others wait here, not inside the next round, whose stall
+            # timeout (on the servers) must not count worker 0's evaluation
+            run.trainer.client.barrier(f"evaluation at round {round_}")
             run.reseed(round_)
         if appender:
             appender.write({"type": "done", "rounds": cfg["rounds"],
