@@ -209,7 +209,10 @@ def test_push_on_another_workers_key_stops_the_cluster(tmp_path, data_root):
 
 # -------------------------------------------------------------- fail fast
 
-def test_killed_worker_stops_the_cluster(tmp_path, data_root):
+@pytest.mark.parametrize("role", ["worker", "server"])
+def test_killed_process_stops_the_cluster(tmp_path, data_root, role):
+    """kill -9 of a worker or a server after 3 rounds: the launcher names it,
+    stops every other process and returns non-zero within seconds."""
     cfg = run_config("marmed", rounds=2000)
     progress = tmp_path / "progress"
     proc = start(tmp_path, cfg, data_root, round_timeout=20, progress=str(progress))
@@ -219,12 +222,13 @@ def test_killed_worker_stops_the_cluster(tmp_path, data_root):
                                               if progress.exists() else 0) < 3:
         time.sleep(0.1)                                # mid-training: 3 rounds done
     assert progress.exists(), "training never started"
-    os.kill(workers[2], signal.SIGKILL)
+    victim = workers[2] if role == "worker" else [p for p in kids if role_of(p) == role][1]
+    os.kill(victim, signal.SIGKILL)
     t0 = time.monotonic()
     code, _, err = finish(proc)
     assert time.monotonic() - t0 < 15
     assert code != 0
-    assert "was killed by signal SIGKILL; stopping the cluster" in err and "worker #" in err
+    assert f"{role} #" in err and "was killed by signal SIGKILL; stopping the cluster" in err
     assert not [p for p in kids if alive(p)]
 
 
