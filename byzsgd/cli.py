@@ -5,9 +5,9 @@
 plot's paths. ``--quick`` applies the figure's quick preset and writes to
 ``results/quick`` by default. A figure module run as a script
 (``python experiments/fig03_mnist_gaussian.py --quick``) takes the same
-options. ``bench`` and ``launch`` forward their arguments to ``python -m
-byzsgd.bench`` and ``python -m byzsgd.launch``; ``run --distributed``
-trains on local ps-lite clusters (:mod:`byzsgd.distrun`).
+options. ``bench`` forwards its arguments to ``python -m byzsgd.bench``;
+``launch`` is :mod:`byzsgd.launch`'s command line, run in this process;
+``run --distributed`` trains on local ps-lite clusters (:mod:`byzsgd.distrun`).
 """
 import argparse
 import importlib.util
@@ -20,7 +20,9 @@ __all__ = ["main", "run_main", "build_parser"]
 
 RESULTS, QUICK_RESULTS = "results", str(Path("results") / "quick")
 # Subcommands handed whole to another module's command line.
-FORWARD = {"bench": "byzsgd.bench", "launch": "byzsgd.launch"}
+FORWARD = {"bench": "byzsgd.bench"}
+# ... and those run in this process: the launcher must outlive a Ctrl-C to reap its cluster
+DELEGATE = {"launch": "byzsgd.launch"}
 
 
 def _results(args):
@@ -169,7 +171,7 @@ def build_parser():
                        help=f"use the quick results ({QUICK_RESULTS})")
         p.add_argument("--out", metavar="D", help="where to write (default <results>/plots)")
         p.set_defaults(func=func)
-    for name, module in FORWARD.items():
+    for name, module in {**FORWARD, **DELEGATE}.items():
         sub.add_parser(name, add_help=False, help=f"same as python -m {module} ARGS")
     return parser
 
@@ -209,6 +211,8 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in FORWARD:
         return _forward(FORWARD[argv[0]], argv[1:])
+    if argv and argv[0] in DELEGATE:
+        return importlib.import_module(DELEGATE[argv[0]]).main(argv[1:])
     args = build_parser().parse_args(argv)
     args.argv = argv
     return _guarded(args.func, args)
