@@ -138,30 +138,41 @@ class PSClient:
             self.kv._send_command_to_servers(0, config)
         self.kv._barrier()       # every server is configured before any push
         keys = [k for row in self.table for k in row]
-        vals = [nd.array(weights[a:b]) for a, b, _ in self.spans for _ in range(n)]
+        vals = [self._tagged(weights[a:b], 0) for a, b, _ in self.spans for _ in range(n)]
         self.kv.init(keys, vals)  # rank 0's values; a barrier inside
         out = np.empty(d, np.float32)
-        self._pull(out)
+        self._pull(out, 0)
         self.watchdog.disarm()
         return out
 
-    def _pull(self, out):
+    def _tagged(self, values, round_):
+        """A block as sent: its values, then the round number (float32 is
+        exact up to 2**24 rounds), so servers and workers see a shifted round."""
+        return self.mx.nd.array(np.append(values, np.float32(round_)), dtype=np.float32)
+
+    def _pull(self, out, round_):
         nd = self.mx.nd
-        bufs = [nd.zeros(b - a) for a, b, _ in self.spans]
+        bufs = [nd.zeros(b - a + 1) for a, b, _ in self.spans]
         self.kv.pull([row[0] for row in self.table], out=bufs)
         nd.waitall()
-        for (a, b, _), buf in zip(self.spans, bufs):
-            out[a:b] = buf.asnumpy()
+        for (a, b, server), buf in zip(self.spans, bufs):
+            values = buf.asnumpy()
+            if values[-1] != round_:
+                raise RuntimeError(
+                    f"worker {self.rank} pulled weights of round {values[-1]:g} from server "
+                    f"{server}, expected round {round_}: a push was counted in the wrong "
+                    "round (a worker pushed as another)")
+            out[a:b] = values[:-1]
 
     def round(self, row, out):
         """Push this worker's (d,) ``row``; write the new weights into ``out``."""
         nd = self.mx.nd
         self.watchdog.arm(f"round {self.rounds + 1}")
         self.kv.push([keys[self.rank] for keys in self.table],
-                     [nd.array(row[a:b]) for a, b, _ in self.spans])
+                     [self._tagged(row[a:b], self.rounds + 1) for a, b, _ in self.spans])
         nd.waitall()             # the servers ran their updater on our push
         self.kv._barrier()       # ... and on everyone's
-        self._pull(out)
+        self._pull(out, self.rounds + 1)
         self.watchdog.disarm()
         self.rounds += 1
 
@@ -178,10 +189,10 @@ class PSClient:
         n = self.num_workers
         self.watchdog.arm(f"gather {self.rounds + 1}")
         self.kv.push([keys[self.rank] for keys in self.table],
-                     [nd.array(row[a:b]) for a, b, _ in self.spans])
+                     [self._tagged(row[a:b], self.rounds + 1) for a, b, _ in self.spans])
         nd.waitall()
         self.kv._barrier()
-        bufs = [[nd.zeros(b - a) for _ in range(n)] for a, b, _ in self.spans]
+        bufs = [[nd.zeros(b - a + 1) for _ in range(n)] for a, b, _ in self.spans]
         self.kv.pull([k for keys in self.table for k in keys],
                      out=[buf for blk in bufs for buf in blk])
         nd.waitall()
@@ -189,7 +200,7 @@ class PSClient:
         out = np.empty((n, self.spans[-1][1]), np.float32)
         for (a, b, _), blk in zip(self.spans, bufs):
             for w, buf in enumerate(blk):
-                out[w, a:b] = buf.asnumpy()
+                out[w, a:b] = buf.asnumpy()[:-1]
         self.watchdog.disarm()
         self.rounds += 1
         return out

@@ -13,7 +13,8 @@ and logged, and the server keeps serving.
 With the configuration (``mode="aggregate"``), the server's updater (called
 by ps-lite once per push in ``dist_async``) buffers the n rows of each of
 its blocks, one key per worker (so rows are in worker order and a second
-push from one key in a round is seen), then applies the optional
+push from one key in a round is seen; each push ends with its round number,
+so a push that another worker pre-empted is seen too), then applies the optional
 server-side attack (a faulty server), the aggregation rule and the
 optimizer step to the stored weights. ``mode="store"`` keeps each worker's
 last row instead, for workers that gather the matrix and aggregate
@@ -179,8 +180,9 @@ class Server:
                      f"{sorted(self.where)}: a worker with another layout or a Byzantine one")
         b, w = self.where[key]
         blk = self.blocks[b]
-        if recv.size != blk.size:
-            self.die(f"worker {w} pushed {recv.size} values on block {b}, expected {blk.size}")
+        if recv.size != blk.size + 1:
+            self.die(f"worker {w} pushed {recv.size} values on block {b}, expected "
+                     f"{blk.size + 1} (the block and its round tag)")
         if self.cfg["mode"] == "store":
             recv.copyto(stored)
             stored.wait_to_read()    # the receive buffer is freed when we return
@@ -191,7 +193,14 @@ class Server:
             self.die(f"key {key} (block {b}, worker {w}) was pushed twice in round "
                      f"{blk.round + 1}: worker {w} pushed twice, or another worker pushed "
                      f"as worker {w}; ps-lite cannot tell which push is genuine")
-        blk.rows[w] = recv.asnumpy().reshape(-1)      # synchronous copy
+        values = recv.asnumpy().reshape(-1)           # synchronous copy
+        # the tag catches a push that took an honest worker's place in a round:
+        # the honest push, tagged with its own round, then arrives too late
+        if values[-1] != blk.round + 1:
+            self.die(f"key {key} (block {b}, worker {w}): a push tagged round "
+                     f"{values[-1]:g} while the block collects round {blk.round + 1}: another "
+                     f"worker pushed as worker {w} earlier, or worker {w} is Byzantine")
+        blk.rows[w] = values[:-1]
         blk.filled[w] = True
         if blk.started is None:
             blk.started = time.monotonic()
@@ -204,11 +213,13 @@ class Server:
             if self.attack is not None:
                 grads = np.ascontiguousarray(self.attack(grads, self.attack_rng), np.float32)
             agg = np.ascontiguousarray(self.rule(grads), np.float32)
-        self.step(blk.index, self.mx.nd.array(agg, dtype=np.float32), blk.weight)
-        blk.weight.wait_to_read()
+        # the stored array is the weights plus the round tag, which workers check
+        self.step(blk.index, self.mx.nd.array(agg, dtype=np.float32), blk.weight[:blk.size])
         blk.filled[:] = False
         blk.started = None
         blk.round += 1
+        blk.weight[blk.size:] = float(blk.round)
+        blk.weight.wait_to_read()
 
     def _watch(self):
         """Fail fast when a block waits longer than the timeout for a push."""

@@ -6,7 +6,8 @@ With ``"evil": MARKER``, worker 1 first sends the servers a pickle that
 would create MARKER if unpickled, and a valid configuration that differs
 from the cluster's (both must be refused). With ``"hang_after": k``,
 worker 2 stops responding (sleeps) before round k + 1; with
-``"impersonate_at": k``, worker 1 pushes on worker 0's key before round k + 1.
+``"impersonate_at": k``, worker 1 pushes on worker 0's key before round k + 1
+(tagged with the right round), while worker 0 is 3 s late.
 With ``"progress": FILE``, worker 0 writes the number of rounds done there.
 """
 import json
@@ -43,10 +44,12 @@ def main(path):
         kv._send_command_to_servers(0, other)
     run.reseed(0)
     for round_ in range(cfg["rounds"]):
+        if job.get("impersonate_at") == round_ and trainer.rank == 0:
+            time.sleep(3)   # the impostor and workers 1-3 complete the round first
         if job.get("impersonate_at") == round_ and trainer.rank == 1:
             client = trainer.client          # push on worker 0's key of block 0
             a, b, _ = client.spans[0]
-            client.kv.push(client.table[0][0], client.mx.nd.zeros(b - a))
+            client.kv.push(client.table[0][0], client._tagged(np.zeros(b - a), round_ + 1))
             client.mx.nd.waitall()
         if job.get("hang_after") == round_ and trainer.rank == 2:
             print("worker 2: hanging on purpose", file=sys.stderr, flush=True)
