@@ -184,20 +184,23 @@ class Cluster:
         servers_gone = workers_done = None
         while True:
             now = time.monotonic()
+            # one poll per process and pass: a process exiting between two
+            # polls must not be seen as gone by one test and fine by another
+            codes = {lab: p.poll() for lab, p in self.procs}
             for lab, p in self.procs:
-                code = p.poll()
+                code = codes[lab]
                 if code is None or code == 0:
                     continue
                 return self.fail(f"{lab} (pid {p.pid}) {_describe(code)}",
                                  code if code > 0 else 128 - code)
-            if all(p.poll() == 0 for _, p in self.workers()):
+            if all(codes[lab] == 0 for lab, _ in self.workers()):
                 workers_done = workers_done or now
-                if all(p.poll() is not None for _, p in self.others()):
+                if all(codes[lab] is not None for lab, _ in self.others()):
                     return 0
                 if now - workers_done > self.grace:
                     self.stop()      # servers that outlive their workers: not a failure
                     return 0
-            gone = [lab for lab, p in self.others() if p.poll() is not None]
+            gone = [lab for lab, _ in self.others() if codes[lab] is not None]
             if gone and workers_done is None:
                 servers_gone = servers_gone or now
                 if now - servers_gone > self.grace:
