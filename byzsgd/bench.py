@@ -155,8 +155,9 @@ def _table(times, rules, title):
     return "\n".join(lines)
 
 
-#: modules whose subcommands register themselves when imported
-MODULES = ("byzsgd.bench_rounds",)
+#: modules whose subcommands register themselves when imported (the
+#: distributed one starts clusters: its own module)
+MODULES = ("byzsgd.bench_rounds", "byzsgd.bench_distributed")
 
 
 def main(argv=None):

@@ -1,11 +1,13 @@
-"""Command line: ``byzsgd list | run | plot | report | bench``.
+"""Command line: ``byzsgd list | run | plot | report | bench | launch``.
 
 ``byzsgd run FIGURE`` checks the figure's settings, runs (or finishes) every
 (arm, seed) run into ``<out>/<figure>/``, then plots the figure and prints the
 plot's paths. ``--quick`` applies the figure's quick preset and writes to
 ``results/quick`` by default. A figure module run as a script
 (``python experiments/fig03_mnist_gaussian.py --quick``) takes the same
-options. ``bench`` forwards its arguments to ``python -m byzsgd.bench``.
+options. ``bench`` forwards its arguments to ``python -m byzsgd.bench``;
+``launch`` is :mod:`byzsgd.launch`'s command line, run in this process;
+``run --distributed`` trains on local ps-lite clusters (:mod:`byzsgd.distrun`).
 """
 import argparse
 import importlib.util
@@ -19,6 +21,8 @@ __all__ = ["main", "run_main", "build_parser"]
 RESULTS, QUICK_RESULTS = "results", str(Path("results") / "quick")
 # Subcommands handed whole to another module's command line.
 FORWARD = {"bench": "byzsgd.bench"}
+# ... and those run in this process: the launcher must outlive a Ctrl-C to reap its cluster
+DELEGATE = {"launch": "byzsgd.launch"}
 
 
 def _results(args):
@@ -48,6 +52,12 @@ def _add_run_options(p):
                         "with a CUDA build of mxnet")
     p.add_argument("--no-plot", action="store_true", help="do not plot at the end")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--distributed", action="store_true",
+                   help="run each run on a local ps-lite cluster (see byzsgd launch)")
+    p.add_argument("-n", "--workers", type=int, metavar="N",
+                   help="--distributed: workers (replaces the figure's n)")
+    p.add_argument("-s", "--servers", type=int, default=1, metavar="S",
+                   help="--distributed: parameter servers (default 1)")
 
 
 def _run_spec(spec, args, figure=None, plot=None):
@@ -59,8 +69,13 @@ def _run_spec(spec, args, figure=None, plot=None):
     spec = override(spec, quick=args.quick, seeds=args.seeds, rounds=args.rounds,
                     eval_every=args.eval_every, arms=args.arms, threads=args.threads)
     out = _results(args)
-    runner.run(spec, out=out, jobs=args.jobs, data_dir=args.data_dir,
-               progress=not args.no_progress, ctx=args.ctx)
+    if args.distributed:
+        from . import distrun
+        distrun.run(spec, args.workers or spec.n, args.servers, out=out,
+                    data_dir=args.data_dir)
+    else:
+        runner.run(spec, out=out, jobs=args.jobs, data_dir=args.data_dir,
+                   progress=not args.no_progress, ctx=args.ctx)
     print(f"{spec.figure}: logs in {Path(out) / spec.figure}")
     if not args.no_plot:
         for path in plotting.plot_figure(figure or spec.figure, results=out,
@@ -156,7 +171,7 @@ def build_parser():
                        help=f"use the quick results ({QUICK_RESULTS})")
         p.add_argument("--out", metavar="D", help="where to write (default <results>/plots)")
         p.set_defaults(func=func)
-    for name, module in FORWARD.items():
+    for name, module in {**FORWARD, **DELEGATE}.items():
         sub.add_parser(name, add_help=False, help=f"same as python -m {module} ARGS")
     return parser
 
@@ -171,9 +186,10 @@ def _forward(module, args):
 def _guarded(func, args):
     """Run a command; user errors become one line on stderr and exit status 2."""
     from .data import DataError
+    from .launch import ClusterError
     try:
         return func(args)
-    except (ValueError, TypeError, FileNotFoundError, DataError) as err:
+    except (ValueError, TypeError, FileNotFoundError, DataError, ClusterError) as err:
         if os.environ.get("BYZSGD_TRACEBACK"):
             raise
         print(f"byzsgd: error: {err}", file=sys.stderr)
@@ -195,6 +211,8 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in FORWARD:
         return _forward(FORWARD[argv[0]], argv[1:])
+    if argv and argv[0] in DELEGATE:
+        return importlib.import_module(DELEGATE[argv[0]]).main(argv[1:])
     args = build_parser().parse_args(argv)
     args.argv = argv
     return _guarded(args.func, args)

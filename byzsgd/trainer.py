@@ -77,8 +77,17 @@ class ByzantineTrainer(gluon.Trainer):
         (simulated workers on cpu(0)); False forces the copy path.
     kvstore, compression_params, update_on_kvstore
         Accepted for drop-in compatibility: kvstore may only be None,
-        'device' or 'local' (whose sum this trainer replaces).
+        'device' or 'local' (whose sum this trainer replaces), or
+        'dist_byz': distributed mode on byzsgd parameter servers
+        (:class:`byzsgd.distributed.DistributedTrainer`, inside `byzsgd launch`).
     """
+
+    def __new__(cls, *args, kvstore=None, **kwargs):
+        # kvstore='dist_byz': the same trainer on byzsgd parameter servers
+        if kvstore == "dist_byz" and cls is ByzantineTrainer:
+            from .distributed import DistributedTrainer
+            cls = DistributedTrainer
+        return super().__new__(cls)
 
     def __init__(self, params, optimizer, optimizer_params=None, aggregator="mean",
                  attack=None, num_workers=None, seed=None, zero_copy=True,
@@ -124,6 +133,12 @@ class ByzantineTrainer(gluon.Trainer):
         self._new_round()
 
     @property
+    def local_workers(self):
+        """The workers whose gradients this process computes: all n here
+        (distributed mode: this worker's rank, see byzsgd.distributed)."""
+        return list(range(self.num_workers))
+
+    @property
     def gradient_path(self):
         """How worker gradients reach the matrix: 'batched' (backward_all()'s
         one pass, byzsgd.fused), 'zero-copy' (backward writes into the rows),
@@ -167,9 +182,10 @@ class ByzantineTrainer(gluon.Trainer):
         """Every worker's forward and backward in one call, then step().
 
         Worker w's batch is ``data[w*b:(w+1)*b]`` (labels alike). The n passes
-        run as one batched pass (:mod:`byzsgd.fused`: per-worker weight copies,
-        same gradients up to rounding) when the net allows it, else as a loop
-        of :meth:`worker` blocks.
+        run as one batched pass (:mod:`byzsgd.fused`: the same gradients up
+        to rounding) when the net allows it, else as a loop of :meth:`worker`
+        blocks; in distributed mode only :attr:`local_workers` are computed
+        (and batched only if that is all n).
 
         Parameters
         ----------
@@ -184,13 +200,15 @@ class ByzantineTrainer(gluon.Trainer):
         Returns
         -------
         NDArray
-            The (n*b,) per-sample losses.
+            The per-sample losses of the workers computed: (n*b,), or the
+            local workers' in distributed mode.
         """
-        fused = self._fused_for(net, batched)
+        local = self.local_workers   # distributed mode: this process's workers
+        fused = self._fused_for(net, batched) if len(local) == self.num_workers else None
         if fused is None:
-            n, b = self.num_workers, data.shape[0] // self.num_workers
+            b = data.shape[0] // self.num_workers
             losses = []
-            for w in range(n):
+            for w in local:
                 with self.worker(w):
                     with autograd.record():
                         loss = loss_fn(net(data[w * b:(w + 1) * b]), label[w * b:(w + 1) * b])
