@@ -118,9 +118,16 @@ class _Training:
             attack=(cfg["attack"], cfg["attack_params"]) if cfg["attack"] else None,
             num_workers=cfg["n"], seed=cfg["seed"])
         self.loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
-        # how the workers' gradients are computed (byzsgd.fused): logged
-        self.gradients = "batched" if fused.plan(self.net) is not None else "loop"
+        # None: all workers in one batched pass where the net allows it
+        # (byzsgd.fused), False: worker by worker (what distributed workers do)
+        self.batched = None
+        self._plan = fused.plan(self.net)
         self.loss_sum, self.loss_rounds = mx.nd.zeros((1,), ctx=self.ctx), 0
+
+    @property
+    def gradients(self):
+        """How the workers' gradients are computed, as logged: "batched" or "loop"."""
+        return "batched" if self.batched is not False and self._plan is not None else "loop"
 
     def restore(self, ckpt):
         """Continue from checkpoint folder ``ckpt``; return its meta dict."""
@@ -141,7 +148,7 @@ class _Training:
         idx = self.sampler.next_round().ravel()
         x = nd.array(self.normalise(self.x[idx]), ctx=self.ctx)
         y = nd.array(self.y[idx], ctx=self.ctx)
-        loss = self.trainer.backward_all(self.net, self.loss_fn, x, y)
+        loss = self.trainer.backward_all(self.net, self.loss_fn, x, y, batched=self.batched)
         self.loss_sum += loss.mean() * self.cfg["n"]   # the sum of the workers' means
         self.trainer.step(b)
         self.loss_rounds += 1
