@@ -158,6 +158,10 @@ class FusedWorkers:
         """Put the workers' gradients into the (n, d) GradMatrix (call after
         mx.nd.waitall()); zero the columns of parameters the net does not use."""
         n = self.n
+        with np.errstate(all="ignore"):   # a diverged net's inf/NaN are outcomes
+            self._write(matrix, n)
+
+    def _write(self, matrix, n):
         for i in set(range(len(matrix.shapes))) - set(self.used):
             matrix.array[:, matrix.slice(i)] = 0.0
         for (blk, wi, bi), a, dz in zip(self.slots, self._inputs, self._grads):
