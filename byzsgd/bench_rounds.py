@@ -138,7 +138,7 @@ def _run_round(args):
              f"model {args.model} (d = {first.trainer._grads.matrix.d}), n = {n} workers x "
              f"b = {b}, setting of {cfg['figure']}, {repeats} interleaved repetitions, "
              f"{args.threads} thread(s); gradients: "
-             f"{'one batched pass' if first.trainer._fused.get(id(first.net)) else 'loop'}",
+             f"{first.trainer.gradient_path}",
              f"single batch of {n * b}: forward/backward min {1e3 * s:.2f} ms, "
              f"median {1e3 * np.median(single):.2f} ms", "",
              f"{'rule':<10}{'attack':<11}{'round ms':>9}{'ratio':>7}{'median':>8}"

@@ -45,11 +45,9 @@ def sequential(cls, order):
 sequential(models.MLP, lambda b: [b.flatten, b.fc1, b.fc2, b.fc3])
 
 
-# leaf block class -> test whether this instance can be batched
-_LEAVES = {nn.Dense: lambda blk: type(blk) is nn.Dense,
-           nn.Activation: lambda blk: True,
-           nn.Dropout: lambda blk: True,
-           nn.Flatten: lambda blk: True}
+#: leaf block classes that can be batched (exact types: a subclass may
+#: change the forward)
+_LEAVES = frozenset({nn.Dense, nn.Activation, nn.Dropout, nn.Flatten})
 
 
 def _leaves(block):
@@ -63,8 +61,7 @@ def _leaves(block):
                 return None
             out += sub
         return out
-    ok = _LEAVES.get(type(block))
-    return [block] if ok is not None and ok(block) else None
+    return [block] if type(block) in _LEAVES else None
 
 
 def plan(net):

@@ -127,7 +127,7 @@ class ByzantineTrainer(gluon.Trainer):
         self.round = 0              # completed rounds (steps)
         self.diverged_at = None     # first round after which parameters were non-finite
         self.diagnostics = {}
-        self._fused = {}            # id(net) -> FusedWorkers or None (loop)
+        self._fused = {}            # net -> FusedWorkers or None (loop)
         self._grads = WorkerGrads([p for p in self._params if p.grad_req != "null"],
                                   self._contexts, n, zero_copy=bool(zero_copy))
         self._new_round()
@@ -226,7 +226,7 @@ class ByzantineTrainer(gluon.Trainer):
         """The FusedWorkers of ``net`` (cached), or None to loop."""
         if batched is False:
             return None
-        key = id(net)
+        key = net   # the block itself: an id could be reused by a later net
         if key not in self._fused:
             why = None
             if self.per_context:

@@ -49,7 +49,7 @@ def test_batched_gradients_equal_the_loop(kind):
     loop, loss_loop, tr = _matrix(net, shape, batched=False)
     assert not tr._fused
     batch, loss_batch, tr = _matrix(net, shape, batched=True)
-    assert tr._fused[id(net)] is not None
+    assert tr._fused[net] is not None
     assert batch.shape == loop.shape == (N, tr._grads.matrix.d)
     np.testing.assert_allclose(loss_batch, loss_loop, rtol=1e-6, atol=1e-7)
     scale = np.abs(loop).max()
@@ -103,7 +103,7 @@ def test_frozen_weights_loop():
     tr = ByzantineTrainer(params, "sgd", {"learning_rate": 0.1}, num_workers=N)
     x, y = mx.nd.ones(shape), mx.nd.zeros((shape[0],))
     tr.backward_all(net, gluon.loss.SoftmaxCrossEntropyLoss(), x, y)
-    assert tr._fused[id(net)] is None
+    assert tr._fused[net] is None
     assert tr._grads.collect().shape == (N, tr._grads.matrix.d)
 
 
