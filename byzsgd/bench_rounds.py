@@ -59,8 +59,7 @@ def _phases(run):
     lap("batch")
     tr.backward_all(run.net, run.loss_fn, x, y)
     lap("forward/backward")
-    grads = tr._grads.collect()
-    grads *= np.float32(tr._scale / cfg["batch_size"])
+    grads = tr._grads.collect(tr._scale / cfg["batch_size"])
     lap("gradient matrix")
     sent = tr.attack(grads, tr.rng) if tr.attack is not None else grads
     lap("attack")

@@ -151,19 +151,26 @@ class FusedWorkers:
         self._grads = [g for _, _, g in probes]
         return loss
 
-    def write(self, matrix):
-        """Put the workers' gradients into the (n, d) GradMatrix (call after
-        mx.nd.waitall()); zero the columns of parameters the net does not use."""
+    def write(self, matrix, scale=1.0):
+        """Put the workers' gradients times ``scale`` (float32) into the
+        (n, d) GradMatrix (call after mx.nd.waitall()); zero the columns of
+        parameters the net does not use.
+
+        The scale multiplies dL/dz (b x out per worker), not the products (in
+        x out): the same numbers for a power of two such as 1/32, else up to
+        rounding, and no extra pass over the matrix."""
         n = self.n
         with np.errstate(all="ignore"):   # a diverged net's inf/NaN are outcomes
-            self._write(matrix, n)
+            self._write(matrix, n, np.float32(scale))
 
-    def _write(self, matrix, n):
+    def _write(self, matrix, n, scale):
         for i in set(range(len(matrix.shapes))) - set(self.used):
             matrix.array[:, matrix.slice(i)] = 0.0
         for (blk, wi, bi), a, dz in zip(self.slots, self._inputs, self._grads):
             a = a.asnumpy().reshape(n, -1, a.shape[-1])            # (n, b, in)
             dz = dz.reshape(n, -1, dz.shape[-1])                   # (n, b, out)
+            if scale != 1:
+                dz = dz * scale
             out = matrix.array[:, matrix.slice(wi)].reshape((n,) + blk.weight.shape)
             np.matmul(dz.transpose(0, 2, 1), a, out=out)
             if bi is not None:

@@ -273,8 +273,9 @@ class WorkerGrads:
         self.used[fused.used] = True
 
     # -- the round ---------------------------------------------------------
-    def collect(self):
-        """Finish the round's matrix (waits for MXNet); returns it."""
+    def collect(self, scale=1.0):
+        """Finish the round's matrix (waits for MXNet), every row multiplied
+        by ``scale`` (float32); returns it."""
         if len(self.contexts) > 1:
             self._gather()
         elif self.n == 1 and not self.reported[0] and any(x._fresh_grad for x in self.datas()):
@@ -286,11 +287,15 @@ class WorkerGrads:
                 "trainer.worker(w): ... loss.backward()` for every w in range(n) first")
         mx.nd.waitall()
         if self._pending is not None:
-            self._pending.write(self.matrix)
-        elif self.state == "ok":
-            bad = self.matrix.unwritten()
-            if bad:
-                raise RuntimeError(self._lost(f"worker(s) {bad}"))
+            self._pending.write(self.matrix, scale)   # scaled on its small factors
+        else:
+            if self.state == "ok":
+                bad = self.matrix.unwritten()
+                if bad:
+                    raise RuntimeError(self._lost(f"worker(s) {bad}"))
+            if scale != 1.0:
+                with np.errstate(all="ignore"):   # a diverged net's inf/NaN are outcomes
+                    self.matrix.array *= np.float32(scale)
         self.rounds += 1
         return self.matrix.array
 

@@ -318,10 +318,8 @@ class ByzantineTrainer(gluon.Trainer):
             self._init_kvstore()
         if self._params_to_init:
             self._init_params()
-        grads = self._grads.collect()
+        grads = self._grads.collect(scale)
         with np.errstate(all="ignore"):   # overflow/NaN are outcomes, not errors
-            if scale != 1.0:
-                grads *= np.float32(scale)
             sent, cells = grads, 0
             if self.attack is not None:
                 sent = _checked(self.attack(_readonly(grads), self.rng), grads.shape,

@@ -121,3 +121,25 @@ def test_uneven_batch_and_mixing_are_refused():
         loss.backward()
     with pytest.raises(RuntimeError, match="after worker"):
         tr.backward_all(net, loss_fn, mx.nd.ones(shape), mx.nd.zeros((N * B,)))
+
+
+@pytest.mark.parametrize("scale", [1 / 8, 1 / 3])
+def test_scaled_write_equals_the_scaled_matrix(scale):
+    """collect(scale) scales dL/dz before the products: exactly the scaled
+    matrix for a power of two (a per-worker batch of 32 gives 1/32), up to
+    float32 rounding otherwise; the loop path scales the matrix itself."""
+    net, shape = _net("mlp")
+    plain, _, _ = _matrix(net, shape, batched=True)
+    rng = np.random.default_rng(0)
+    x = mx.nd.array(rng.normal(size=shape).astype(np.float32))
+    y = mx.nd.array(rng.integers(0, 4, shape[0]))
+    want = plain * np.float32(scale)
+    for batched in (True, False):
+        tr = ByzantineTrainer(net.collect_params(), "sgd", {"learning_rate": 0.1},
+                              num_workers=N)
+        tr.backward_all(net, gluon.loss.SoftmaxCrossEntropyLoss(), x, y, batched=batched)
+        got = tr._grads.collect(scale)
+        if batched and scale == 1 / 8:
+            np.testing.assert_array_equal(got, want)
+        else:
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6 * np.abs(want).max())
