@@ -131,6 +131,7 @@ def _run_round(args):
     for key, run in runs.items():
         laps = [_phases(run) for _ in range(max(3, repeats // 4))]
         phases[key] = {k: min(lap[k] for lap in laps) for k in laps[0]}
+    floors = _floors(first, big, timed, repeats)
 
     s = min(single)
     lines = [machine(), "",
@@ -155,7 +156,55 @@ def _run_round(args):
     for key, ph in phases.items():
         lines.append(f"{key[0]:<10}{key[1]:<11}" + "".join(f"{1e3 * ph[k]:>18.2f}"
                                                           for k in names))
-    return "\n".join(lines)
+    return "\n".join(lines + _floor_lines(floors, s, cfg))
+
+
+def _floors(run, big, timed, repeats):
+    """Work no round of this setting can skip, timed alone and interleaved
+    with the single batch: the per-worker weight products of the batched
+    pass (random factors of the round's shapes), the Gaussian attack's
+    normal draws, and one evaluation of the test set."""
+    tr, cfg = run.trainer, run.cfg
+    n, b, d = cfg["n"], cfg["batch_size"], tr._grads.matrix.d
+    rng = np.random.default_rng(0)
+    jobs = {"evaluation": lambda: run.evaluate(0, 0.0)}
+    fused = next((f for f in tr._fused.values() if f is not None), None)
+    if fused is not None:
+        shapes = [(blk._units, blk.weight.shape[1]) for blk, _, _ in fused.slots]
+        fac = [(rng.standard_normal((n, o, b), dtype=np.float32),
+                rng.standard_normal((n, b, i), dtype=np.float32),
+                np.empty((n, o, i), np.float32)) for o, i in shapes]
+        jobs["products"] = lambda: [np.matmul(x, y, out=z) for x, y, z in fac]
+    from . import attacks
+    cells = attacks.get("gaussian").params["q"] * d     # the paper's q rows of d
+    jobs["normals"] = lambda: rng.standard_normal(cells, dtype=np.float32)
+    times, single = {k: [] for k in jobs}, []
+    for _ in range(max(5, repeats // 2)):
+        single.append(timed(big))
+        for k, fn in jobs.items():
+            times[k].append(timed(fn))
+    return {"single": min(single), "cells": cells,
+            **{k: min(v) for k, v in times.items()}}
+
+
+def _floor_lines(f, s, cfg):
+    lines = ["", "work every round must do, timed alone (fastest, ms; x: of the fastest "
+             f"single batch, {1e3 * f['single']:.2f} ms in this loop):"]
+    s = min(s, f["single"])
+    if "products" in f:
+        lines.append(f"  per-worker weight products (20 thin matmuls) {1e3 * f['products']:7.2f}"
+                     f"  {f['products'] / s:5.2f}x")
+    lines.append(f"  {f['cells']:,} float32 normals (Gaussian attack)   {1e3 * f['normals']:7.2f}"
+                 f"  {f['normals'] / s:5.2f}x")
+    per = f["evaluation"] / cfg["eval_every"]
+    lines.append(f"  one evaluation of the test set            {1e3 * f['evaluation']:7.2f}"
+                 f"  {f['evaluation'] / s:5.2f}x  ({1e3 * per:.2f} ms a round at "
+                 f"eval_every={cfg['eval_every']})")
+    if "products" in f:
+        floor = 1 + (f["products"] + f["normals"]) / s
+        lines.append(f"  floor of a Gaussian-attack round (single batch + products + normals, "
+                     f"no aggregation): {floor:.2f}x")
+    return lines
 
 
 @subcommand("figure", help="a whole figure's runs with --jobs: wall time")
@@ -193,3 +242,65 @@ def _run_figure(args):
         f"overhead (process start, data, model set-up, logs): "
         f"{wall - per_run.sum() / args.jobs:.0f} s of the wall time",
         f"logs: {os.path.abspath(out)}"])
+
+
+@subcommand("scaling", help="rounds/s of one process against --jobs processes at once")
+def _scaling(parser):
+    parser.add_argument("--model", choices=sorted(SETTINGS), default="mlp")
+    parser.add_argument("--rule", default="marmed")
+    parser.add_argument("--attack", default="gaussian")
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=20.0,
+                        help="timed rounds per process (after a warm-up)")
+    return _run_scaling
+
+
+def _timed_rounds(model, rule, attack, seconds, start):
+    """In a child: rounds of one run for ``seconds`` from the shared start
+    signal; returns the round times."""
+    from . import runner
+    runner._pin_threads(1)
+    import mxnet as mx
+    run = runner._Training(_config(model, rule, attack), None)
+    for _ in range(5):
+        run.round()
+    mx.nd.waitall()
+    start.wait()
+    times, t0 = [], time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        t = time.perf_counter()
+        run.round()
+        mx.nd.waitall()
+        times.append(time.perf_counter() - t)
+    return times
+
+
+def _run_scaling(args):
+    """What --jobs K can gain here: the same rounds in 1 process, then in K
+    at once (each pinned to 1 thread, as the runner's children)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from . import runner
+    if args.jobs < 1:
+        raise ValueError(f"--jobs={args.jobs} must be >= 1")
+    spawn = multiprocessing.get_context("spawn")
+    rates, medians = {}, {}
+    for k in sorted({1, args.jobs}):
+        with runner._child_environment(1), spawn.Manager() as manager, \
+                ProcessPoolExecutor(max_workers=k, mp_context=spawn) as pool:
+            start = manager.Barrier(k)
+            futures = [pool.submit(_timed_rounds, args.model, args.rule, args.attack,
+                                   args.seconds, start) for _ in range(k)]
+            times = [f.result() for f in futures]
+        rates[k] = sum(len(t) / sum(t) for t in times)
+        medians[k] = [1e3 * float(np.median(t)) for t in times]
+    lines = [machine(), "",
+             f"model {args.model}, {args.rule} under {args.attack}, setting of "
+             f"{SETTINGS[args.model]}; {args.seconds:.0f} s of rounds per process, 1 thread each"]
+    for k in rates:
+        lines.append(f"{k} process(es) at once: {rates[k]:6.1f} rounds/s in all; median round "
+                     + ", ".join(f"{m:.1f}" for m in medians[k]) + " ms")
+    k = max(rates)
+    lines.append(f"throughput of {k} against 1: {rates[k] / rates[1]:.2f}x (ideal {k}x)")
+    return "\n".join(lines)
