@@ -47,11 +47,15 @@ from .runlog import (CKPT, _Appender, _ckpt_root, _drop_checkpoints, _finite, _r
 
 __all__ = ["run", "execute", "context", "log_path", "read_log", "CKPT", "THREAD_VARS"]
 
-# Thread pools read these once, when their library loads (numba: see _pin_threads).
 #: Wall-clock seconds between checkpoints (taken at evaluations): the most
 #: work an interrupted run repeats.
 CHECKPOINT_SECONDS = 20.0
+# Thread pools read these once, when their library loads (numba: see _pin_threads).
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+#: OpenMP's idle threads sleep instead of spinning, unless the user set a
+#: policy: with libgomp's default a thread of each run busy-waited, and two
+#: runs on 2 cores went no faster than one (``byzsgd bench scaling``).
+WAIT_POLICY = ("OMP_WAIT_POLICY", "PASSIVE")
 
 
 # -------------------------------------------------------------- one run
@@ -258,6 +262,7 @@ def _pin_threads(threads):
     its threads is an error)."""
     for var in THREAD_VARS:
         os.environ[var] = str(threads)
+    os.environ.setdefault(*WAIT_POLICY)
     if "numba" in sys.modules:
         import numba
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
@@ -274,11 +279,18 @@ def _can_run_here(threads):
 
 
 @contextlib.contextmanager
-def _child_environment(threads):
+def _child_environment(threads, wait_policy=WAIT_POLICY[1]):
     """Thread variables that spawned processes inherit from birth, before
-    anything (even their __main__ module) loads a library reading them."""
-    saved = {var: os.environ.get(var) for var in THREAD_VARS}
-    os.environ.update({var: str(threads) for var in THREAD_VARS})
+    anything (even their __main__ module) loads a library reading them;
+    OMP_WAIT_POLICY is ``wait_policy`` unless the user set one (None:
+    unset, libgomp's default; for ``bench scaling``)."""
+    var = WAIT_POLICY[0]
+    saved = {v: os.environ.get(v) for v in THREAD_VARS + (var,)}
+    os.environ.update({v: str(threads) for v in THREAD_VARS})
+    if wait_policy is None:
+        os.environ.pop(var, None)
+    else:
+        os.environ.setdefault(var, wait_policy)
     try:
         yield
     finally:

@@ -296,6 +296,23 @@ def test_parallel_jobs_match_serial(data_root, tmp_path):
         assert without_elapsed(strict_lines(a)) == without_elapsed(strict_lines(b))
 
 
+@pytest.mark.parametrize("user, want", [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_children_idle_threads_sleep_unless_the_user_says(monkeypatch, user, want):
+    """Runs' processes get OMP_WAIT_POLICY=PASSIVE (spinning OpenMP threads
+    made two runs on 2 cores no faster than one), or the user's policy."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    if user is None:
+        monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    else:
+        monkeypatch.setenv("OMP_WAIT_POLICY", user)
+    spawn = multiprocessing.get_context("spawn")
+    with runner._child_environment(1), ProcessPoolExecutor(1, mp_context=spawn) as pool:
+        got = [pool.submit(os.getenv, v).result() for v in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")]
+    assert got == [want, "1"]
+    assert os.environ.get("OMP_WAIT_POLICY") == user      # the parent's is restored
+
+
 @pytest.mark.parametrize("changes, words", [
     (dict(arms=(Arm("Krum", "krum", {"q": 9}),)), ["krum", "n=20", "q=9"]),
     (dict(arms=(Arm("X", "median"),)), ["unknown aggregation rule 'median'", "marmed"]),
