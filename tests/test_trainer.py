@@ -18,7 +18,10 @@ def make_net(hybrid=None, ctx=mx.cpu(), seed=1):
     """Small MLP with initialised parameters (same values for the same seed)."""
     mx.random.seed(seed)
     net = gluon.nn.HybridSequential()
-    net.add(gluon.nn.Dense(8, activation="relu", in_units=DIN), gluon.nn.Dense(K, in_units=8))
+    with net.name_scope():   # names <net>dense0_, <net>dense1_: sorted = layer order,
+        # whatever Dense layers the process made before (dense9_ sorts after dense10_)
+        net.add(gluon.nn.Dense(8, activation="relu", in_units=DIN),
+                gluon.nn.Dense(K, in_units=8))
     net.initialize(mx.init.Xavier(), ctx=ctx)
     if hybrid == "hybrid":
         net.hybridize()
