@@ -327,4 +327,7 @@ class WorkerGrads:
                 "hybridized with static_alloc=True (and static_shape=True) keeps the "
                 "gradient buffers bound at its first training pass (here not this "
                 "trainer's). Call net.hybridize(...) again (which rebuilds its graph) and "
-                "create a new trainer, or hybridize without static_alloc")
+                "create a new trainer, or hybridize without static_alloc. Or an operator "
+                "skipped it: MXNet 1.9's oneDNN FullyConnected writes no bias gradient "
+                "when the layer's weight has grad_req='null' (train or freeze both, or "
+                "set MXNET_MKLDNN_ENABLED=0)")

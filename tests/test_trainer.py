@@ -278,6 +278,16 @@ def test_rules_and_attacks_cannot_modify_the_matrix():
         run_round(t, net, *data(1)[0])
 
 
+def test_a_gradient_mxnet_skips_is_refused_not_used_stale():
+    """MXNet 1.9's oneDNN FullyConnected writes no bias gradient when the
+    weight is frozen (stock Gluon would apply the stale buffer): refused."""
+    net = make_net()
+    net[0].weight.grad_req = "null"
+    t = byz(net)
+    with pytest.raises(RuntimeError, match="bias.*did not land.*grad_req='null'"):
+        run_round(t, net, *data(1)[0])
+
+
 # ---------------------------------------------------------------- divergence
 def test_divergence_is_recorded_not_raised():
     net = make_net()
