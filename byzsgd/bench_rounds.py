@@ -218,6 +218,12 @@ def _figure(parser):
     return _run_figure
 
 
+def _done_line(path):
+    """The done line of a run's log, or None."""
+    from . import runner
+    return next((line for line in runner.read_log(path) if line["type"] == "done"), None)
+
+
 def _run_figure(args):
     from . import experiment, runner
     spec = experiment.load_spec(args.figure)
@@ -226,15 +232,21 @@ def _run_figure(args):
     if changes:
         spec = experiment.override(spec, **changes)
     out = args.results or tempfile.mkdtemp(prefix="byzsgd-bench-")
+    paths = [runner.log_path(out, cfg) for cfg in experiment.resolve_runs(spec)]
+    finished = {p for p in paths if _done_line(p) is not None}   # not timed: not rerun
     t = time.perf_counter()
-    done = runner.run(spec, out=out, jobs=args.jobs, progress=False)
+    runner.run(spec, out=out, jobs=args.jobs, progress=False)
     wall = time.perf_counter() - t
+    done = [_done_line(p) for p in paths if p not in finished]
+    if not done:
+        return f"{spec.figure}: all {len(paths)} runs were already done in {out}: nothing timed"
     runs = len(done)
     per_run = np.array([d["elapsed"] for d in done])
     rounds = sum(d["rounds"] for d in done)
+    skipped = f"; {len(finished)} runs already done, not timed" if finished else ""
     return "\n".join([
         machine(), "",
-        f"{spec.figure}: {runs} runs ({len(spec.arms)} arms x {len(spec.seeds)} seeds) x "
+        f"{spec.figure}: {runs} runs{skipped} ({len(spec.arms)} arms x {len(spec.seeds)} seeds) x "
         f"{spec.rounds} rounds, evaluation every {spec.eval_every}, --jobs {args.jobs}",
         f"wall time {wall:.0f} s ({wall / 60:.1f} min); {rounds / wall:.0f} rounds/s overall",
         f"per run (training + evaluations, from the logs): median {np.median(per_run):.1f} s, "
@@ -257,8 +269,9 @@ def _scaling(parser):
 
 def _timed_rounds(model, rule, attack, seconds, start, wait_policy):
     """In a child: rounds of one run for ``seconds`` from the shared start
-    signal, OMP_WAIT_POLICY = ``wait_policy`` (None: libgomp's default);
-    returns the round times."""
+    signal, with the run's evaluations (every eval_every rounds, timed with
+    the round before), OMP_WAIT_POLICY = ``wait_policy`` (None: libgomp's
+    default); returns the round times."""
     from . import runner
     runner._pin_threads(1)
     if wait_policy is None:         # before mxnet loads libgomp
@@ -273,6 +286,8 @@ def _timed_rounds(model, rule, attack, seconds, start, wait_policy):
     while time.perf_counter() - t0 < seconds:
         t = time.perf_counter()
         run.round()
+        if (len(times) + 1) % run.cfg["eval_every"] == 0:
+            run.evaluate(len(times) + 1, 0.0)
         mx.nd.waitall()
         times.append(time.perf_counter() - t)
     return times
@@ -291,7 +306,8 @@ def _run_scaling(args):
     spawn = multiprocessing.get_context("spawn")
     lines = [machine(), "",
              f"model {args.model}, {args.rule} under {args.attack}, setting of "
-             f"{SETTINGS[args.model]}; {args.seconds:g} s of rounds per process, 1 thread each"]
+             f"{SETTINGS[args.model]}; {args.seconds:g} s of rounds (and the run's evaluations) "
+             "per process, 1 thread each"]
     for policy, label in ((runner.WAIT_POLICY[1], f"OMP_WAIT_POLICY={runner.WAIT_POLICY[1]} "
                            "(byzsgd's runs)"), (None, "OMP_WAIT_POLICY unset (libgomp's default)")):
         rates, medians = {}, {}

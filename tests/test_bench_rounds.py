@@ -50,3 +50,16 @@ def test_bench_scaling_compares_one_process_with_two(mnist, capsys):
 def test_bench_scaling_refuses_no_jobs():
     with pytest.raises(ValueError, match="--jobs=0 must be >= 1"):
         bench.main(["scaling", "--jobs", "0"])
+
+
+def test_bench_figure_times_the_runs_it_trains(mnist, tmp_path, capsys):
+    args = ["figure", "fig02", "--jobs", "2", "--seeds", "0", "--rounds", "3",
+            "--results", str(tmp_path)]
+    assert bench.main(args) == 0
+    text = capsys.readouterr().out
+    assert re.search(r"fig02: 7 runs \(7 arms x 1 seeds\) x 3 rounds", text), text
+    wall = _number(r"wall time (\d+) s", text)
+    assert 0 < _number(r"per run .*median ([\d.]+) s", text) <= wall
+    assert len(list((tmp_path / "fig02").glob("*.jsonl"))) == 7
+    assert bench.main(args) == 0                      # all done: nothing to time
+    assert "all 7 runs were already done" in capsys.readouterr().out
