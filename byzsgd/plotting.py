@@ -18,6 +18,7 @@ without pyplot, so no display or global backend is involved.
 """
 import json
 import sys
+import textwrap
 import zlib
 from pathlib import Path
 
@@ -161,6 +162,11 @@ def _legend(fig, lines, opts, spread, reference):
                title_fontsize=RC["legend.fontsize"])
 
 
+def _title(ax, text, width=52):
+    """A panel title, wrapped: one line would overrun a 6.4-inch panel."""
+    ax.set_title(textwrap.fill(text, width))
+
+
 def _ambiguous_x(arms):
     labels = [(a["group"], a["label"]) for a in arms]
     return len(set(labels)) < len(labels)
@@ -173,11 +179,11 @@ def _draw_curves(fig, runs, opts):
     axes = fig.subplots(1, panels, squeeze=False)[0]
     lines = [_draw_arms(ax, arms, opts, _ambiguous_x(arms)) for ax in axes][0]
     if panels == 2:
-        axes[0].set_title(f"(a) {opts['title']}")
-        axes[1].set_title(f"(b) {opts['title']} (zoomed)")
+        _title(axes[0], f"(a) {opts['title']}")
+        _title(axes[1], f"(b) {opts['title']} (zoomed)")
         axes[1].set_ylim(*opts["zoom"])
     else:
-        axes[0].set_title(opts["title"])
+        _title(axes[0], opts["title"])
     _legend(fig, lines, opts, "band", any(a["reference"] for a in arms))
 
 
@@ -209,7 +215,7 @@ def _draw_final_vs_x(fig, runs, opts):
     # auto-scaled into a band of +-0.04 that reads like noise
     ax.set_ylim(-0.02, 1.02)
     ax.set_ylabel(f"Final {opts['ylabel'][0].lower()}{opts['ylabel'][1:]}")
-    ax.set_title(opts["title"])
+    _title(ax, opts["title"])
     _legend(fig, handles, opts, "bars", any(a[0]["reference"] for a in by_label.values()))
 
 
@@ -234,7 +240,7 @@ def _draw_groups(fig, runs, opts):
     for ax, key in zip(axes, keys):
         for line in _draw_arms(ax, series(groups[key]), opts):
             handles.setdefault(line.get_label(), line)
-        ax.set_title(_group_title(opts, key, groups[key]))
+        _title(ax, _group_title(opts, key, groups[key]))
     for ax in axes[len(keys):]:
         ax.set_visible(False)
     fig.suptitle(opts["title"])
