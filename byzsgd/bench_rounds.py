@@ -267,15 +267,12 @@ def _scaling(parser):
     return _run_scaling
 
 
-def _timed_rounds(model, rule, attack, seconds, start, wait_policy):
+def _timed_rounds(model, rule, attack, seconds, start):
     """In a child: rounds of one run for ``seconds`` from the shared start
     signal, with the run's evaluations (every eval_every rounds, timed with
-    the round before), OMP_WAIT_POLICY = ``wait_policy`` (None: libgomp's
-    default); returns the round times."""
+    the round before); returns the round times."""
     from . import runner
     runner._pin_threads(1)
-    if wait_policy is None:         # before mxnet loads libgomp
-        os.environ.pop(runner.WAIT_POLICY[0], None)
     import mxnet as mx
     run = runner._Training(_config(model, rule, attack), None)
     for _ in range(5):
@@ -295,8 +292,7 @@ def _timed_rounds(model, rule, attack, seconds, start, wait_policy):
 
 def _run_scaling(args):
     """What --jobs K can gain here: the same rounds in 1 process, then in K
-    at once (each pinned to 1 thread, as the runner's children), with the
-    runner's OpenMP wait policy and with libgomp's default."""
+    at once (each pinned to 1 thread, in the runner's child environment)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
@@ -304,26 +300,23 @@ def _run_scaling(args):
     if args.jobs < 1:
         raise ValueError(f"--jobs={args.jobs} must be >= 1")
     spawn = multiprocessing.get_context("spawn")
+    rates, medians = {}, {}
+    for k in sorted({1, args.jobs}):
+        with runner._child_environment(1), spawn.Manager() as manager, \
+                ProcessPoolExecutor(max_workers=k, mp_context=spawn) as pool:
+            start = manager.Barrier(k)
+            futures = [pool.submit(_timed_rounds, args.model, args.rule, args.attack,
+                                   args.seconds, start) for _ in range(k)]
+            times = [f.result() for f in futures]
+        rates[k] = sum(len(t) / sum(t) for t in times)
+        medians[k] = [1e3 * float(np.median(t)) for t in times]
     lines = [machine(), "",
              f"model {args.model}, {args.rule} under {args.attack}, setting of "
              f"{SETTINGS[args.model]}; {args.seconds:g} s of rounds (and the run's evaluations) "
              "per process, 1 thread each"]
-    for policy, label in ((runner.WAIT_POLICY[1], f"OMP_WAIT_POLICY={runner.WAIT_POLICY[1]} "
-                           "(byzsgd's runs)"), (None, "OMP_WAIT_POLICY unset (libgomp's default)")):
-        rates, medians = {}, {}
-        for k in sorted({1, args.jobs}):
-            with runner._child_environment(1, policy), spawn.Manager() as manager, \
-                    ProcessPoolExecutor(max_workers=k, mp_context=spawn) as pool:
-                start = manager.Barrier(k)
-                futures = [pool.submit(_timed_rounds, args.model, args.rule, args.attack,
-                                       args.seconds, start, policy) for _ in range(k)]
-                times = [f.result() for f in futures]
-            rates[k] = sum(len(t) / sum(t) for t in times)
-            medians[k] = [1e3 * float(np.median(t)) for t in times]
-        lines += ["", label]
-        for k in rates:
-            lines.append(f"  {k} process(es) at once: {rates[k]:6.1f} rounds/s in all; median "
-                         "round " + ", ".join(f"{m:.1f}" for m in medians[k]) + " ms")
-        k = max(rates)
-        lines.append(f"  throughput of {k} against 1: {rates[k] / rates[1]:.2f}x (ideal {k}x)")
+    for k in rates:
+        lines.append(f"{k} process(es) at once: {rates[k]:6.1f} rounds/s in all; median round "
+                     + ", ".join(f"{m:.1f}" for m in medians[k]) + " ms")
+    k = max(rates)
+    lines.append(f"throughput of {k} against 1: {rates[k] / rates[1]:.2f}x (ideal {k}x)")
     return "\n".join(lines)

@@ -53,8 +53,8 @@ CHECKPOINT_SECONDS = 20.0
 # Thread pools read these once, when their library loads (numba: see _pin_threads).
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 #: OpenMP's idle threads sleep instead of spinning, unless the user set a
-#: policy: with libgomp's default a thread of each run busy-waited, and two
-#: runs on 2 cores went no faster than one (``byzsgd bench scaling``).
+#: policy: with libgomp's default a thread of each run busy-waited, and with
+#: --jobs 2 a run took 25.7 s instead of 15.3 s (experiments/benchmarks/wait_policy.txt).
 WAIT_POLICY = ("OMP_WAIT_POLICY", "PASSIVE")
 
 
@@ -279,18 +279,14 @@ def _can_run_here(threads):
 
 
 @contextlib.contextmanager
-def _child_environment(threads, wait_policy=WAIT_POLICY[1]):
+def _child_environment(threads):
     """Thread variables that spawned processes inherit from birth, before
     anything (even their __main__ module) loads a library reading them;
-    OMP_WAIT_POLICY is ``wait_policy`` unless the user set one (None:
-    unset, libgomp's default; for ``bench scaling``)."""
+    OMP_WAIT_POLICY unless the user set one."""
     var = WAIT_POLICY[0]
     saved = {v: os.environ.get(v) for v in THREAD_VARS + (var,)}
     os.environ.update({v: str(threads) for v in THREAD_VARS})
-    if wait_policy is None:
-        os.environ.pop(var, None)
-    else:
-        os.environ.setdefault(var, wait_policy)
+    os.environ.setdefault(*WAIT_POLICY)
     try:
         yield
     finally:
