@@ -24,13 +24,17 @@ optimizer_params={})`` gives the literal reading. Adam with 5e-4 (a usual Adam
 step) also learns (probe: top-3 0.83 after 100 rounds) but rescales every
 step by its own statistics, which would hide how far a bad aggregate moves
 SGD, the algorithm the paper studies; so we keep SGD.
-Cost: a round of 20 x 128 on this CNN takes ~3-8 s on 2 cores and an
-evaluation ~10-20 s, so one full run takes 4-9 h and the figure (8 arms x
-10 seeds) weeks of CPU time. With a CUDA build of mxnet (e.g. ``pip install
-mxnet-cu112==1.9.1``) add ``--ctx gpu(0)``.
-Reduced preset for a 2-core machine (same n, batch and gamma; 1 seed, 500
-rounds; ~3 h): ``byzsgd run fig07 --seeds 0 --rounds 500 --eval-every 50
---jobs 2 --out results/reduced``.
+Cost, measured on 2 cores with --jobs 2 (two runs at once, one core each):
+a round of 20 x 128 on this CNN takes 10-12 s and an evaluation ~10-15 s,
+so one full run takes ~12 h and the figure (8 arms x 10 seeds) ~20 days.
+With a CUDA build of mxnet (e.g. ``pip install mxnet-cu112==1.9.1``) add
+``--ctx gpu(0)``.
+Reduced presets for a 2-core machine (same n, batch and gamma; seed 0; the
+first rounds of the full run): 40 rounds, ~35 min, the scale of
+REPRODUCTION.md: ``byzsgd run fig07 --seeds 0 --rounds 40 --eval-every 10
+--jobs 2 --out results/reduced``; 500 rounds, ~6 h: ``--rounds 500
+--eval-every 50``. A stopped run resumes from its last checkpoint when the
+same command is run again.
 Quick preset (Figs. 16-19 alike): 1 seed x 20 rounds of 20 x 16, evaluated at
 rounds 0 and 20; Mean, MarMed, MeaMed and the reference (a smoke test on real
 data: ~2-4 min with --jobs 2; each evaluation on the 10k test images costs
