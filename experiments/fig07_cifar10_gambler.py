@@ -25,8 +25,8 @@ step) also learns (probe: top-3 0.83 after 100 rounds) but rescales every
 step by its own statistics, which would hide how far a bad aggregate moves
 SGD, the algorithm the paper studies; so we keep SGD.
 Cost, measured on 2 cores with --jobs 2 (two runs at once, one core each):
-a round of 20 x 128 on this CNN takes 10-12 s and an evaluation ~10-15 s,
-so one full run takes ~12 h and the figure (8 arms x 10 seeds) ~20 days.
+10 rounds of 20 x 128 on this CNN plus one evaluation took 112-126 s, so
+one full run takes ~12 h and the figure (8 arms x 10 seeds) ~20 days.
 With a CUDA build of mxnet (e.g. ``pip install mxnet-cu112==1.9.1``) add
 ``--ctx gpu(0)``.
 Reduced presets for a 2-core machine (same n, batch and gamma; seed 0; the
