@@ -25,14 +25,15 @@ step) also learns (probe: top-3 0.83 after 100 rounds) but rescales every
 step by its own statistics, which would hide how far a bad aggregate moves
 SGD, the algorithm the paper studies; so we keep SGD.
 Cost, measured on 2 cores with --jobs 2 (two runs at once, one core each):
-10 rounds of 20 x 128 on this CNN plus one evaluation took 112-126 s, so
-one full run takes ~12 h and the figure (8 arms x 10 seeds) ~20 days.
+10 rounds of 20 x 128 on this CNN plus one evaluation took 108-155 s (122 s
+on average over the reduced runs of Figs. 7, 18, 19), so one full run takes
+~13 h and the figure (8 arms x 10 seeds) ~3 weeks.
 With a CUDA build of mxnet (e.g. ``pip install mxnet-cu112==1.9.1``) add
 ``--ctx gpu(0)``.
 Reduced presets for a 2-core machine (same n, batch and gamma; seed 0; the
 first rounds of the full run): 40 rounds, ~35 min, the scale of
 REPRODUCTION.md: ``byzsgd run fig07 --seeds 0 --rounds 40 --eval-every 10
---jobs 2 --out results/reduced``; 500 rounds, ~6 h: ``--rounds 500
+--jobs 2 --out results/reduced``; 500 rounds, ~6-7 h: ``--rounds 500
 --eval-every 50``. A stopped run resumes from its last checkpoint when the
 same command is run again.
 Quick preset (Figs. 16-19 alike): 1 seed x 20 rounds of 20 x 16, evaluated at
