@@ -8,8 +8,8 @@ accuracy on the 10k test images every 100 rounds; seeds 0-9. No attack.
 Varies: the aggregation rule - Mean, Medoid, Krum, Multi-Krum, GeoMed,
 MarMed, MeaMed. Without failures Mean is the reference. Not stated in the
 paper: the q of Krum, Multi-Krum and MeaMed; q = 6 (``Q``), as in Fig. 2.
-Cost, GPU (``--ctx gpu(0)``) and the quick preset: as Fig. 7 (with Krum in
-place of the reference). Reduced presets for a 2-core machine (seed 0; 40 rounds ~35 min, 500 rounds ~6-7 h):
+Cost, GPU (``--ctx gpu(0)``), the quick (with Krum in place of the
+reference) and the reduced presets: as Fig. 7; the 40-round reduced preset:
 ``byzsgd run fig16 --seeds 0 --rounds 40 --eval-every 10 --jobs 2 --out results/reduced``.
 """
 from byzsgd import paper

@@ -8,8 +8,8 @@ accuracy on the 10k test images every 100 rounds; seeds 0-9. Attack: in every
 round 6 of the 20 gradients are replaced by i.i.d. N(0, 200^2) vectors.
 Varies: the aggregation rule - Mean, Medoid, Krum (q = 6), Multi-Krum (q = 6),
 GeoMed, MarMed, MeaMed (q = 6) - plus Mean without failures as the reference.
-Cost, GPU (``--ctx gpu(0)``) and the quick preset: as Fig. 7. Reduced
-presets for a 2-core machine (seed 0; 40 rounds ~35 min, 500 rounds ~6-7 h):
+Cost, GPU (``--ctx gpu(0)``), the quick and the reduced presets: as Fig. 7;
+the 40-round reduced preset:
 ``byzsgd run fig17 --seeds 0 --rounds 40 --eval-every 10 --jobs 2 --out results/reduced``.
 """
 from byzsgd import paper

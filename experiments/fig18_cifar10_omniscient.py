@@ -9,8 +9,8 @@ round 6 of the 20 gradients are replaced by -1e20 x the sum of the 14
 correct ones.
 Varies: the aggregation rule - Mean, Medoid, Krum (q = 6), Multi-Krum (q = 6),
 GeoMed, MarMed, MeaMed (q = 6) - plus Mean without failures as the reference.
-Cost, GPU (``--ctx gpu(0)``) and the quick preset: as Fig. 7. Reduced
-presets for a 2-core machine (seed 0; 40 rounds ~35 min, 500 rounds ~6-7 h):
+Cost, GPU (``--ctx gpu(0)``), the quick and the reduced presets: as Fig. 7;
+the 40-round reduced preset:
 ``byzsgd run fig18 --seeds 0 --rounds 40 --eval-every 10 --jobs 2 --out results/reduced``.
 """
 from byzsgd import paper

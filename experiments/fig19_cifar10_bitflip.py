@@ -9,8 +9,8 @@ of the first 1000 coordinates, 1 of its 20 values gets bits 22, 30, 31, 32
 (1..32 from the least significant) flipped; q = 8 as in Fig. 5.
 Varies: the aggregation rule - Mean, Medoid, Krum (q = 8), Multi-Krum (q = 8),
 GeoMed, MarMed, MeaMed (q = 8) - plus Mean without failures as the reference.
-Cost, GPU (``--ctx gpu(0)``) and the quick preset: as Fig. 7. Reduced
-presets for a 2-core machine (seed 0; 40 rounds ~35 min, 500 rounds ~6-7 h):
+Cost, GPU (``--ctx gpu(0)``), the quick and the reduced presets: as Fig. 7;
+the 40-round reduced preset:
 ``byzsgd run fig19 --seeds 0 --rounds 40 --eval-every 10 --jobs 2 --out results/reduced``.
 """
 from byzsgd import paper
