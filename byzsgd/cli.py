@@ -52,6 +52,10 @@ def _add_run_options(p):
                         "with a CUDA build of mxnet")
     p.add_argument("--no-plot", action="store_true", help="do not plot at the end")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--compute-dead", action="store_true",
+                   help="compute every round of a dead run (every parameter NaN) instead "
+                        "of writing its remaining evaluations at once: slower, the same "
+                        "accuracies, plus per-round diagnostics")
     p.add_argument("--distributed", action="store_true",
                    help="run each run on a local ps-lite cluster (see byzsgd launch)")
     p.add_argument("-n", "--workers", type=int, metavar="N",
@@ -75,7 +79,8 @@ def _run_spec(spec, args, figure=None, plot=None):
                     data_dir=args.data_dir)
     else:
         runner.run(spec, out=out, jobs=args.jobs, data_dir=args.data_dir,
-                   progress=not args.no_progress, ctx=args.ctx)
+                   progress=not args.no_progress, ctx=args.ctx,
+                   skip_dead=not args.compute_dead)
     print(f"{spec.figure}: logs in {Path(out) / spec.figure}")
     if not args.no_plot:
         for path in plotting.plot_figure(figure or spec.figure, results=out,

@@ -91,7 +91,8 @@ def train(cfg, data_dir, options, servers=None, log=None, weights_out=None):
         if appender:
             appender.write({"type": "done", "rounds": cfg["rounds"],
                             "elapsed": round(time.perf_counter() - t0, 3),
-                            "diverged_at": run.trainer.diverged_at})
+                            "diverged_at": run.trainer.diverged_at,
+                            "dead_at": None})   # every round is computed (runner: skip_dead)
     finally:
         if appender:
             appender.close()

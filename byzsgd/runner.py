@@ -7,6 +7,16 @@ then a done line. Lines are appended whole with flush + fsync; a torn last
 line (a crash mid-write) is ignored when reading and cut when resuming.
 Non-finite numbers are written as null.
 
+Dead runs: once every parameter of the net is NaN, no update can change it
+(NaN minus anything is NaN), so the model and all its later evaluations are
+fixed. The run then stops computing rounds: it evaluates once and writes the
+remaining eval lines with that accuracy, ``train_loss`` null (it would be
+NaN) and ``diagnostics`` ``{"skipped": true}``; the done line's ``dead_at``
+names the round (null for a run that never died). ``skip_dead=False`` computes
+every round, for the per-round diagnostics. A merely diverged run (some
+parameter still finite, e.g. Krum selecting a row with finite cells) is
+computed to the end.
+
 Resume: at an evaluation, if CHECKPOINT_SECONDS have passed since the last
 checkpoint (a checkpoint with its fsyncs costs ~50 ms, as much as a dozen MLP
 rounds), the model, the trainer (optimizer state, attack rng, round counter)
@@ -174,6 +184,16 @@ class _Training:
                 "diverged": self.trainer.diverged_at is not None,
                 "diagnostics": jsonable({k: diag[k] for k in _DIAGNOSTICS if k in diag})}
 
+    def dead(self):
+        """Whether every parameter of the net (trained or not, BatchNorm's
+        running statistics included) is NaN: no update changes a NaN (NaN
+        minus anything is NaN), so the model, and every later evaluation, are
+        fixed for good."""
+        if self.trainer.diverged_at is None:   # some parameter is finite
+            return False
+        return all(np.isnan(p.data(self.ctx).asnumpy()).all()
+                   for p in self.net.collect_params().values() if p._data is not None)
+
     def checkpoint(self, root, round_, elapsed):
         _save_checkpoint(root, round_, self.net, self.trainer, {
             "round": round_, "elapsed": elapsed, "sampler": self.sampler.state()})
@@ -197,17 +217,32 @@ def _exclusive(path):
             lock.unlink()
 
 
-def execute(cfg, path, data_dir=None, tick=None, ctx="cpu"):
+def execute(cfg, path, data_dir=None, tick=None, ctx="cpu", skip_dead=True):
     """Run (or finish) the run ``cfg``, logging to ``path``; return the done line.
 
     ``tick(k)`` is called as rounds complete (progress reporting); ``ctx``
     ("cpu", "gpu(0)", ...) is the device of the network and its n workers.
+    ``skip_dead``: once every parameter is NaN (the run is dead, see
+    :meth:`_Training.dead`), evaluate once and write the remaining eval lines
+    instead of computing rounds that cannot change anything.
     """
     with _exclusive(Path(path)):
-        return _execute(cfg, Path(path), data_dir, tick, ctx)
+        return _execute(cfg, Path(path), data_dir, tick, ctx, skip_dead)
 
 
-def _execute(cfg, path, data_dir, tick, ctx):
+def _skipped_evals(run, log, after, elapsed):
+    """The eval lines of a dead run after round ``after``: one evaluation of
+    its fixed model; the rounds were not computed, so there is no training
+    loss (it would be NaN: null) and no per-round diagnostics."""
+    cfg = run.cfg
+    later = [r for r in range(after + 1, cfg["rounds"] + 1)
+             if r % cfg["eval_every"] == 0 or r == cfg["rounds"]]
+    line = run.evaluate(later[0], elapsed)
+    for r in later:
+        log.write({**line, "round": r, "train_loss": None, "diagnostics": {"skipped": True}})
+
+
+def _execute(cfg, path, data_dir, tick, ctx, skip_dead=True):
     root = _ckpt_root(path)
     lines, kept, ckpt = _resume_point(path, cfg)
     if lines and lines[-1].get("type") == "done":
@@ -230,22 +265,28 @@ def _execute(cfg, path, data_dir, tick, ctx):
         if ckpt is None:
             log.write(run.evaluate(0, time.perf_counter() - t0))
         run.reseed(start)
+        dead_at = None
         for round_ in range(start + 1, cfg["rounds"] + 1):
             run.round()
             if tick:
                 tick(1)
-            if round_ % cfg["eval_every"] and round_ != cfg["rounds"]:
-                continue
-            elapsed = elapsed0 + time.perf_counter() - t0
-            log.write(run.evaluate(round_, elapsed))     # the line first, then the
-            run.reseed(round_)                            # checkpoint that makes it final
-            if round_ != cfg["rounds"] and \
-                    time.perf_counter() - last_ckpt >= CHECKPOINT_SECONDS:
-                run.checkpoint(root, round_, elapsed)
-                last_ckpt = time.perf_counter()
+            last = round_ == cfg["rounds"]
+            if round_ % cfg["eval_every"] == 0 or last:
+                elapsed = elapsed0 + time.perf_counter() - t0
+                log.write(run.evaluate(round_, elapsed))     # the line first, then the
+                run.reseed(round_)                            # checkpoint that makes it final
+                if not last and time.perf_counter() - last_ckpt >= CHECKPOINT_SECONDS:
+                    run.checkpoint(root, round_, elapsed)
+                    last_ckpt = time.perf_counter()
+            if skip_dead and not last and run.dead():
+                dead_at = round_
+                _skipped_evals(run, log, round_, elapsed0 + time.perf_counter() - t0)
+                if tick:
+                    tick(cfg["rounds"] - round_)
+                break
         done = {"type": "done", "rounds": cfg["rounds"],
                 "elapsed": round(elapsed0 + time.perf_counter() - t0, 3),
-                "diverged_at": run.trainer.diverged_at}
+                "diverged_at": run.trainer.diverged_at, "dead_at": dead_at}
         log.write(done)
     finally:
         log.close()
@@ -334,20 +375,20 @@ def _child_init(threads, queue):
     _TICKER = _Ticker(queue)
 
 
-def _child_run(cfg, path, data_dir, ctx):
+def _child_run(cfg, path, data_dir, ctx, skip_dead):
     try:
-        return execute(cfg, path, data_dir, _TICKER, ctx)
+        return execute(cfg, path, data_dir, _TICKER, ctx, skip_dead)
     finally:
         _TICKER.flush()
 
 
-def _run_in_children(todo, jobs, threads, data_dir, ctx, bar):
+def _run_in_children(todo, jobs, threads, data_dir, ctx, bar, skip_dead):
     spawn = multiprocessing.get_context("spawn")
     queue = spawn.Queue()        # handed over at process start, as initargs
     with _child_environment(threads), ProcessPoolExecutor(
             max_workers=min(jobs, len(todo)), mp_context=spawn, initializer=_child_init,
             initargs=(threads, queue)) as pool:
-        pending = {pool.submit(_child_run, cfg, str(path), data_dir, ctx): cfg
+        pending = {pool.submit(_child_run, cfg, str(path), data_dir, ctx, skip_dead): cfg
                    for cfg, path in todo}
         try:
             while pending:
@@ -389,14 +430,16 @@ class _Bar:
         self.tqdm.close()
 
 
-def run(spec, out="results", jobs=1, data_dir=None, progress=True, ctx="cpu"):
+def run(spec, out="results", jobs=1, data_dir=None, progress=True, ctx="cpu",
+        skip_dead=True):
     """Execute every (arm, seed) run of ``spec`` not done yet; return the log paths.
 
     Settings are checked first (:func:`byzsgd.experiment.preflight`) and logs
     of other settings under ``out`` are refused, so nothing trains on a bad
     spec. ``jobs`` > 1 runs that many processes, each pinned to
     ``spec.threads`` threads; with 1 job the runs are done here unless MXNet
-    is already loaded with another thread count. ``ctx``: see :func:`execute`.
+    is already loaded with another thread count. ``ctx``, ``skip_dead``: see
+    :func:`execute`.
     """
     if jobs < 1:
         raise ValueError(f"jobs={jobs} must be >= 1")
@@ -414,10 +457,10 @@ def run(spec, out="results", jobs=1, data_dir=None, progress=True, ctx="cpu"):
     try:
         if here:
             for cfg, path in todo:
-                execute(cfg, path, data_dir, bar.update, ctx)
+                execute(cfg, path, data_dir, bar.update, ctx, skip_dead)
                 bar.runs_done()
         elif todo:
-            _run_in_children(todo, jobs, spec.threads, data_dir, ctx, bar)
+            _run_in_children(todo, jobs, spec.threads, data_dir, ctx, bar, skip_dead)
     finally:
         bar.close()
     return paths

@@ -25,7 +25,7 @@ CONFIG_KEYS = {"type", "figure", "run_id", "label", "group", "x", "reference", "
                "started"}
 EVAL_KEYS = {"type", "round", "top1", "topk", "train_loss", "elapsed", "diverged",
              "diagnostics"}
-DONE_KEYS = {"type", "rounds", "elapsed", "diverged_at"}
+DONE_KEYS = {"type", "rounds", "elapsed", "diverged_at", "dead_at"}
 
 
 def _mlp_shapes():
@@ -92,11 +92,15 @@ def test_logs_are_strict_json_lines_in_contract_format(gaussian_runs):
         assert all(e["type"] == "eval" and set(e) == EVAL_KEYS for e in evals)
         assert evals[0]["train_loss"] is None
         assert evals[0]["diagnostics"] == {}                  # no round yet
+        assert done["type"] == "done" and set(done) == DONE_KEYS and done["rounds"] == 60
         diag = evals[-1]["diagnostics"]                       # of the last round
+        if cfg["rule"] == "mean":    # all NaN within 20 rounds: the rest was skipped
+            assert done["dead_at"] < 20 and diag == {"skipped": True}
+            continue
+        assert done["dead_at"] is None
         assert diag["cells_attacked"] == 6 * sum(
             p.size for p in _mlp_shapes())                    # 6 whole rows, Gaussian
         assert diag["agg_norm"] is None or diag["agg_norm"] >= 0
-        assert done["type"] == "done" and set(done) == DONE_KEYS and done["rounds"] == 60
         assert not (path.parent / runner.CKPT).exists()      # checkpoints cleaned up
 
 
@@ -150,6 +154,54 @@ def test_divergence_is_logged_not_raised(gaussian_runs, data_root, tmp_path):
     assert [e["diverged"] for e in evals] == [e["round"] >= done["diverged_at"]
                                               for e in evals] == [False, True, True]
     assert evals[-1]["train_loss"] is None and evals[-1]["top1"] == 0.0
+
+
+def test_dead_run_skips_its_rounds_with_the_same_evaluations(data_root, tmp_path):
+    """Mean under the omniscient attack: every weight NaN within a few rounds.
+    Skipping the rounds of the dead run writes what computing them gives,
+    but for the diagnostics of rounds that were not computed."""
+    spec = small_spec(attack="omniscient", attack_params={"q": 6},
+                      arms=(Arm("Mean", "mean"),), rounds=12, eval_every=2)
+    ticks = []
+    [skipped] = runner.run(spec, out=tmp_path / "skip", data_dir=data_root, progress=False)
+    [computed] = runner.run(spec, out=tmp_path / "all", data_dir=data_root, progress=False,
+                            skip_dead=False)
+    a, b = strict_lines(skipped), strict_lines(computed)
+    dead_at = a[-1]["dead_at"]
+    assert dead_at is not None and a[-1]["diverged_at"] <= dead_at < 12
+    assert b[-1]["dead_at"] is None and b[-1]["diverged_at"] == a[-1]["diverged_at"]
+    assert [ln["type"] for ln in a] == [ln["type"] for ln in b]
+    keep = ("round", "top1", "topk", "train_loss", "diverged")
+    assert [{k: ln[k] for k in keep} for ln in a[1:-1]] == \
+        [{k: ln[k] for k in keep} for ln in b[1:-1]]
+    for x, y in zip(a[1:-1], b[1:-1]):
+        if x["round"] <= dead_at:
+            assert x["diagnostics"] == y["diagnostics"]   # computed rounds: all of it
+        else:
+            assert x["diagnostics"] == {"skipped": True} and x["train_loss"] is None
+    assert a[-1]["elapsed"] < b[-1]["elapsed"]
+    execute_ticks = runner.execute(experiment.resolve_runs(spec)[0],
+                                   tmp_path / "tick" / "mean.jsonl", data_root,
+                                   tick=ticks.append)
+    assert sum(ticks) == 12 and execute_ticks["dead_at"] == dead_at   # the bar completes
+
+
+def test_a_finite_parameter_keeps_a_run_alive(data_root):
+    """Dead means every parameter NaN: one finite cell (as Krum leaves when it
+    selects a row with finite cells) can still move, so the run is computed."""
+    cfg = experiment.resolve_runs(small_spec(arms=(Arm("Mean", "mean"),)))[0]
+    run = runner._Training(cfg, data_root)
+    params = list(run.net.collect_params().values())
+    assert not run.dead()
+    for p in params:
+        p.set_data(np.full(p.shape, np.nan, np.float32))
+    assert not run.dead()                       # not diverged yet: never checked
+    run.trainer.diverged_at = 1
+    assert run.dead()
+    w = params[0].data().asnumpy()
+    w[0, 0] = 0.5
+    params[0].set_data(w)
+    assert not run.dead()
 
 
 def test_rerun_of_finished_runs_trains_nothing(gaussian_runs, data_root):
