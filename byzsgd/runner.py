@@ -278,7 +278,10 @@ def _execute(cfg, path, data_dir, tick, ctx, skip_dead=True):
                 if not last and time.perf_counter() - last_ckpt >= CHECKPOINT_SECONDS:
                     run.checkpoint(root, round_, elapsed)
                     last_ckpt = time.perf_counter()
-            if skip_dead and not last and run.dead():
+            # the trainer's per-round pass says when its parameters are all NaN;
+            # only then look at the rest of the net (BatchNorm statistics, ...)
+            if skip_dead and not last and run.trainer.diagnostics.get("all_nan") \
+                    and run.dead():
                 dead_at = round_
                 _skipped_evals(run, log, round_, elapsed0 + time.perf_counter() - t0)
                 if tick:

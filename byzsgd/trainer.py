@@ -340,10 +340,10 @@ class ByzantineTrainer(gluon.Trainer):
 
     def _finish_round(self):
         self.round += 1
-        finite = self._params_finite()
+        finite, all_nan = self._params_state()
         if not finite and self.diverged_at is None:
             self.diverged_at = self.round
-        self.diagnostics = dict(round=self.round, finite=finite, **self._last)
+        self.diagnostics = dict(round=self.round, finite=finite, all_nan=all_nan, **self._last)
         self._new_round()
 
     def _new_round(self):
@@ -351,10 +351,12 @@ class ByzantineTrainer(gluon.Trainer):
         self._reduced = False
         self._last = {}
 
-    def _params_finite(self):
+    def _params_state(self):
+        """(every parameter finite, every parameter NaN), from one copy of each."""
         ctx = self._contexts[0]
-        return all(np.isfinite(p.data(ctx).asnumpy()).all() for p in self._params
-                   if p._data is not None)
+        arrays = [p.data(ctx).asnumpy() for p in self._params if p._data is not None]
+        finite = all(np.isfinite(a).all() for a in arrays)
+        return finite, not finite and all(np.isnan(a).all() for a in arrays)
 
     # ------------------------------------------------------------ states
     def get_states(self):
