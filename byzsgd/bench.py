@@ -15,6 +15,8 @@ import time
 
 import numpy as np
 
+from . import provenance
+
 __all__ = ["subcommand", "main", "gradient_like", "machine"]
 
 SUBCOMMANDS = {}
@@ -37,13 +39,10 @@ def machine():
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
         cores = os.cpu_count()
-    cpu = platform.processor() or "?"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    lines = [f"cpu: {cpu}, {cores} cores usable, load average (1 min) {os.getloadavg()[0]:.2f}",
+    isa = provenance.cpu_isa() or "?"
+    cap = os.environ.get(provenance.ISA_VAR)
+    lines = [f"cpu: {provenance.cpu_model()} ({isa}{', oneDNN capped at ' + cap if cap else ''}), "
+             f"{cores} cores usable, load average (1 min) {os.getloadavg()[0]:.2f}",
              f"python {platform.python_version()}, numpy {np.__version__}",
              f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, "
              f"NUMBA_NUM_THREADS={os.environ.get('NUMBA_NUM_THREADS', 'unset')}"]

@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import data, launch
+from . import data, launch, provenance
 from .experiment import override, preflight
 from .runlog import _Appender, _rewrite, _rounds_done, jsonable, log_path
 
@@ -69,8 +69,8 @@ def train(cfg, data_dir, options, servers=None, log=None, weights_out=None):
     lead = run.trainer.rank == 0
     appender = None
     if lead and log is not None:
-        _rewrite(Path(log), [{"type": "config", **cfg, "versions": _versions(),
-                              "device": f"cpu, dist_byz n={cfg['n']} s={servers}",
+        _rewrite(Path(log), [{"type": "config", **cfg, "versions": provenance.versions(),
+                              "machine": provenance.machine(), "device": f"cpu, dist_byz n={cfg['n']} s={servers}",
                               "started": datetime.datetime.now().isoformat(timespec="seconds")}])
         appender = _Appender(Path(log))
     t0 = time.perf_counter()
@@ -100,11 +100,6 @@ def train(cfg, data_dir, options, servers=None, log=None, weights_out=None):
         import numpy as np
         params = run.net.collect_params()
         np.savez(weights_out, **{k: params[k].data().asnumpy() for k in sorted(params.keys())})
-
-
-def _versions():
-    from .runner import _versions as versions
-    return versions()
 
 
 def worker_main(argv=None):

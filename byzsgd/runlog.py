@@ -19,9 +19,9 @@ __all__ = ["CKPT", "log_path", "read_log"]
 CKPT = ".ckpt"
 _CKPT_NAME = re.compile(r"^r(\d{8})$")
 # Not part of a run's identity: a run may be resumed elsewhere (another
-# device, or the batched gradients of byzsgd.fused instead of the loop, give
-# close, not bit-identical, results; the log says how it began).
-_IGNORED_KEYS = ("type", "versions", "started", "device", "gradients")
+# device or CPU, or the batched gradients of byzsgd.fused instead of the loop,
+# give close, not bit-identical, results; the log says how it began).
+_IGNORED_KEYS = ("type", "versions", "machine", "started", "device", "gradients")
 
 
 # ------------------------------------------------------------------ logs

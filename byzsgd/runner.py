@@ -36,7 +36,6 @@ import fcntl
 import json
 import multiprocessing
 import os
-import platform
 import re
 import shutil
 import signal
@@ -48,7 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, data
+from . import data, provenance
 from .experiment import _positive, preflight
 # storage (logs, checkpoints) is runlog's; log_path, read_log and CKPT are re-exported
 from .runlog import (CKPT, _Appender, _ckpt_root, _drop_checkpoints, _finite, _resume_point,
@@ -69,12 +68,6 @@ WAIT_POLICY = ("OMP_WAIT_POLICY", "PASSIVE")
 
 
 # -------------------------------------------------------------- one run
-
-def _versions():
-    import mxnet as mx
-    return {"byzsgd": __version__, "mxnet": mx.__version__, "numpy": np.__version__,
-            "python": platform.python_version()}
-
 
 def _mx_seed(seed, round_):
     # a distinct, reproducible MXNet RNG stream per (seed, round)
@@ -251,7 +244,8 @@ def _execute(cfg, path, data_dir, tick, ctx, skip_dead=True):
     run = _Training(cfg, data_dir, ctx)
     if ckpt is None:
         shutil.rmtree(root, ignore_errors=True)
-        kept = [{"type": "config", **cfg, "versions": _versions(), "device": str(ctx),
+        kept = [{"type": "config", **cfg, "versions": provenance.versions(),
+                 "machine": provenance.machine(), "device": str(ctx),
                  "gradients": run.gradients,
                  "started": datetime.datetime.now().isoformat(timespec="seconds")}]
     _rewrite(path, kept)

@@ -1,0 +1,66 @@
+"""Where a run ran: library versions and the CPU, for the config line of a log.
+
+The CPU matters for the CNN: MXNet's oneDNN picks its kernels by the widest
+instruction set the CPU has, and AVX-512 and AVX2 kernels round differently,
+so the same CIFAR-10 run gives logs that differ from round 1 on (top-3 in the
+third or fourth digit after 10 rounds). ``DNNL_MAX_CPU_ISA=AVX2`` (the name
+MXNet 1.9.1's oneDNN reads; ``ONEDNN_MAX_CPU_ISA`` has no effect on it) makes
+an AVX-512 machine compute what an AVX2 machine computes. The MLP shows it
+less often (Fig. 2's Mean and MeaMed gave the same round-10 lines on both; a
+Gaussian-attacked Mean died at round 21 instead of before 20).
+"""
+import os
+import platform
+
+import numpy as np
+
+from . import __version__
+
+__all__ = ["versions", "cpu_model", "cpu_isa", "machine", "ISA_VAR"]
+
+ISA_VAR = "DNNL_MAX_CPU_ISA"
+
+# oneDNN's names, widest first, with the /proc/cpuinfo flags each needs
+_ISAS = (("avx512_core", {"avx512f", "avx512bw", "avx512vl", "avx512dq"}),
+         ("avx512_common", {"avx512f"}),
+         ("avx2", {"avx2", "fma"}),
+         ("avx", {"avx"}),
+         ("sse41", {"sse4_1"}))
+
+
+def versions():
+    """Versions of byzsgd, mxnet, numpy and Python."""
+    import mxnet as mx
+    return {"byzsgd": __version__, "mxnet": mx.__version__, "numpy": np.__version__,
+            "python": platform.python_version()}
+
+
+def _cpuinfo(key):
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith(key))
+    except (OSError, StopIteration):
+        return None
+
+
+def cpu_model():
+    """The CPU's model name ("AMD EPYC", ...), or "?" if the system does not say."""
+    return _cpuinfo("model name") or platform.processor() or "?"
+
+
+def cpu_isa(flags=None):
+    """The widest x86 instruction set of the CPU in oneDNN's naming
+    ("avx512_core", "avx2", ...), from ``flags`` (a set of /proc/cpuinfo
+    flags; read from the system if None); None if unknown (not Linux, not x86)."""
+    if flags is None:
+        line = _cpuinfo("flags")
+        if line is None:
+            return None
+        flags = set(line.split())
+    return next((name for name, need in _ISAS if need <= set(flags)), None)
+
+
+def machine():
+    """The config line's ``machine``: CPU model, its widest instruction set,
+    and the cap on oneDNN's (the DNNL_MAX_CPU_ISA variable, None if unset)."""
+    return {"cpu": cpu_model(), "isa": cpu_isa(), "dnnl_max_cpu_isa": os.environ.get(ISA_VAR)}
