@@ -33,8 +33,10 @@ With a CUDA build of mxnet (e.g. ``pip install mxnet-cu112==1.9.1``) add
 Reduced presets for a 2-core machine (same n, batch and gamma; seed 0; the
 first rounds of the full run): 40 rounds, ~35 min, the scale of
 REPRODUCTION.md: ``byzsgd run fig07 --seeds 0 --rounds 40 --eval-every 10
---jobs 2 --out results/reduced``; 500 rounds, ~6-7 h: ``--rounds 500
---eval-every 50``. A stopped run resumes from its last checkpoint when the
+--jobs 2 --out results/reduced``; 300 rounds of two arms (``--arms MarMed
+MeaMed``), 48 min for Fig. 19's pair, as REPRODUCTION.md does for the surviving rules; 500
+rounds, ~6-7 h: ``--rounds 500 --eval-every 50``. On an AVX-512 CPU,
+``DNNL_MAX_CPU_ISA=AVX2`` gives the numbers of the committed logs (README, Logs). A stopped run resumes from its last checkpoint when the
 same command is run again.
 Quick preset (Figs. 16-19 alike): 1 seed x 20 rounds of 20 x 16, evaluated at
 rounds 0 and 20; Mean, MarMed, MeaMed and the reference (a smoke test on real
