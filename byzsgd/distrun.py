@@ -70,7 +70,8 @@ def train(cfg, data_dir, options, servers=None, log=None, weights_out=None):
     appender = None
     if lead and log is not None:
         _rewrite(Path(log), [{"type": "config", **cfg, "versions": provenance.versions(),
-                              "machine": provenance.machine(), "device": f"cpu, dist_byz n={cfg['n']} s={servers}",
+                              "machine": provenance.machine(),
+                              "device": f"cpu, dist_byz n={cfg['n']} s={servers}",
                               "started": datetime.datetime.now().isoformat(timespec="seconds")}])
         appender = _Appender(Path(log))
     t0 = time.perf_counter()

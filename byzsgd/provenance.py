@@ -2,8 +2,8 @@
 
 The CPU matters for the CNN: MXNet's oneDNN picks its kernels by the widest
 instruction set the CPU has, and AVX-512 and AVX2 kernels round differently,
-so the same CIFAR-10 run gives logs that differ from round 1 on (top-3 in the
-third or fourth digit after 10 rounds). ``DNNL_MAX_CPU_ISA=AVX2`` (the name
+so the same CIFAR-10 run gives logs that differ from the first evaluation
+on (top-3 in the third or fourth digit at round 10). ``DNNL_MAX_CPU_ISA=AVX2`` (the name
 MXNet 1.9.1's oneDNN reads; ``ONEDNN_MAX_CPU_ISA`` has no effect on it) makes
 an AVX-512 machine compute what an AVX2 machine computes. The MLP shows it
 less often (Fig. 2's Mean and MeaMed gave the same round-10 lines on both; a
