@@ -39,9 +39,9 @@ def machine():
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
         cores = os.cpu_count()
-    isa = provenance.cpu_isa() or "?"
-    cap = os.environ.get(provenance.ISA_VAR)
-    lines = [f"cpu: {provenance.cpu_model()} ({isa}{', oneDNN capped at ' + cap if cap else ''}), "
+    m = provenance.machine()
+    cap = f", oneDNN capped at {m['dnnl_max_cpu_isa']}" if m["dnnl_max_cpu_isa"] else ""
+    lines = [f"cpu: {m['cpu']} ({m['isa'] or '?'}{cap}), "
              f"{cores} cores usable, load average (1 min) {os.getloadavg()[0]:.2f}",
              f"python {platform.python_version()}, numpy {np.__version__}",
              f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, "

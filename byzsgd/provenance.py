@@ -3,13 +3,15 @@
 The CPU matters for the CNN: MXNet's oneDNN picks its kernels by the widest
 instruction set the CPU has, and AVX-512 and AVX2 kernels round differently,
 so the same CIFAR-10 run gives logs that differ from the first evaluation
-on (top-3 in the third or fourth digit at round 10). ``DNNL_MAX_CPU_ISA=AVX2`` (the name
-MXNet 1.9.1's oneDNN reads; ``ONEDNN_MAX_CPU_ISA`` has no effect on it) makes
-an AVX-512 machine compute what an AVX2 machine computes for the CNN. MLP
+on (top-3 in the third or fourth digit at round 10). ``DNNL_MAX_CPU_ISA=AVX2``
+(the name MXNet 1.9.1's oneDNN reads; ``ONEDNN_MAX_CPU_ISA`` has no effect on
+it) makes an AVX-512 machine compute what an AVX2 machine computes for the
+CNN. MLP
 runs differ less (at most 0.0004 in top-1 over 500 rounds in our reruns of
 Figs. 3 and 5) and the cap does not remove it: some other kernel depends on
 the CPU too.
 """
+import functools
 import os
 import platform
 
@@ -36,29 +38,36 @@ def versions():
             "python": platform.python_version()}
 
 
-def _cpuinfo(key):
+@functools.lru_cache(maxsize=None)
+def _cpuinfo():
+    """"model name" and "flags" of the first CPU in /proc/cpuinfo, read once
+    ({} where the file is missing)."""
+    fields = {}
     try:
         with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith(key))
-    except (OSError, StopIteration):
-        return None
+            for line in f:
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
+                if "model name" in fields and "flags" in fields:
+                    break
+    except OSError:
+        pass
+    return fields
 
 
 def cpu_model():
     """The CPU's model name ("AMD EPYC", ...), or "?" if the system does not say."""
-    return _cpuinfo("model name") or platform.processor() or "?"
+    return _cpuinfo().get("model name") or platform.processor() or "?"
 
 
 def cpu_isa(flags=None):
     """The widest x86 instruction set of the CPU in oneDNN's naming
-    ("avx512_core", "avx2", ...), from ``flags`` (a set of /proc/cpuinfo
-    flags; read from the system if None); None if unknown (not Linux, not x86)."""
+    ("avx512_core", "avx2", ...), from ``flags`` (/proc/cpuinfo flags; the
+    system's if None); None if unknown (not Linux, not x86)."""
     if flags is None:
-        line = _cpuinfo("flags")
-        if line is None:
-            return None
-        flags = set(line.split())
-    return next((name for name, need in _ISAS if need <= set(flags)), None)
+        flags = _cpuinfo().get("flags", "").split()
+    flags = set(flags)
+    return next((name for name, need in _ISAS if need <= flags), None)
 
 
 def machine():

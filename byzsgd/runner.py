@@ -181,8 +181,9 @@ class _Training:
         """Whether every parameter of the net (trained or not, BatchNorm's
         running statistics included) is NaN: no update changes a NaN (NaN
         minus anything is NaN), so the model, and every later evaluation, are
-        fixed for good."""
-        if self.trainer.diverged_at is None:   # some parameter is finite
+        fixed for good. The trainer's per-round copy of its parameters says
+        when those are all NaN; only then is the rest of the net copied."""
+        if not self.trainer.diagnostics.get("all_nan"):
             return False
         return all(np.isnan(p.data(self.ctx).asnumpy()).all()
                    for p in self.net.collect_params().values() if p._data is not None)
@@ -272,10 +273,7 @@ def _execute(cfg, path, data_dir, tick, ctx, skip_dead=True):
                 if not last and time.perf_counter() - last_ckpt >= CHECKPOINT_SECONDS:
                     run.checkpoint(root, round_, elapsed)
                     last_ckpt = time.perf_counter()
-            # the trainer's per-round pass says when its parameters are all NaN;
-            # only then look at the rest of the net (BatchNorm statistics, ...)
-            if skip_dead and not last and run.trainer.diagnostics.get("all_nan") \
-                    and run.dead():
+            if skip_dead and not last and run.dead():
                 dead_at = round_
                 _skipped_evals(run, log, round_, elapsed0 + time.perf_counter() - t0)
                 if tick:
