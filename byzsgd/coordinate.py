@@ -10,16 +10,19 @@ before selection (it then is just one more arbitrarily large value, so a
 median or trimmed mean over fewer than the tolerated number of such cells
 stays inside the honest range); -inf and +inf are kept as they are.
 
-Two paths give bit-identical results: numba kernels and pure numpy. The
-numba kernel copies a block of columns of all rows into a buffer (long runs
-per row, which keeps hardware prefetching effective) and sorts it in slices
-of 256 columns, small enough to stay in L1, with a sorting network
-(Batcher's merge exchange): each comparator is an elementwise min/max of two
-buffer rows, vectorised over the columns; blocks run in parallel. The numpy
-path sorts with np.sort. Both sum selected sorted values in ascending order
-in float64, then divide and round once, so they agree to the last bit. The
-numpy path runs for input other than float32 (unless ``backend="numba"``),
-when numba is missing, when BYZSGD_NO_NUMBA=1, or with ``backend="numpy"``.
+Three paths give bit-identical results. For float32 and 2 <= n <= 24,
+``networks`` generates one numba kernel per n and statistic that keeps a
+column's values in registers and applies the sorting network (Batcher's
+merge exchange) as straight-line code, vectorised across columns. Other n
+take the general numba kernel: it copies a block of columns of all rows
+into a buffer (long runs per row, which keeps hardware prefetching
+effective) and sorts it in slices of 256 columns, small enough to stay in
+L1, each comparator an elementwise min/max of two buffer rows; blocks run
+in parallel. The numpy path sorts with np.sort. All sum selected sorted
+values in ascending order in float64, then divide and round once, so they
+agree to the last bit. The numpy path runs for input other than float32
+(unless ``backend="numba"``), when numba is missing, when BYZSGD_NO_NUMBA=1,
+or with ``backend="numpy"``.
 """
 import functools
 import os
@@ -28,6 +31,7 @@ import numpy as np
 
 try:
     import numba
+    from . import networks
 except ImportError:  # pragma: no cover - numba is an install requirement
     numba = None
 
@@ -321,6 +325,13 @@ def _run(grads, rows, mode, b=0, m=0, backend=None):
     x = readonly(grads)
     ni, nj = sorting_network(n, ((n - 1) // 2, n // 2) if mode == MEDIAN else None)
     out = np.empty(x.shape[1], x.dtype)
+    b = b if mode in (TRMEAN, AROUND_TRMEAN) else 0
+    m = m if mode in (AROUND_MEDIAN, AROUND_TRMEAN) else 0
+    if networks.supported(n, x.dtype) and 0 <= 2 * b < n and (0 < m <= n or mode < AROUND_MEDIAN):
+        nchunks = chunks(x.shape[1], STREAM_COLS)
+        networks.kernel(n, mode, b, m, tuple(ni.tolist()), tuple(nj.tolist()))(
+            x, rows, out, STREAM_COLS, nchunks, workers(nchunks))
+        return out
     bl = block_cols(n, x.itemsize)
     nchunks = chunks(x.shape[1], bl)
     _kernel(x, rows, ni, nj, mode, b, m, out, bl, nchunks, workers(nchunks))

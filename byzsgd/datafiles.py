@@ -54,7 +54,8 @@ def _sha1(blob):
     return hashlib.sha1(blob).hexdigest()
 
 
-def _cache_root():
+def cache_root():
+    """Where byzsgd keeps files it can rebuild: $BYZSGD_CACHE, else ~/.cache/byzsgd."""
     return Path(os.environ.get("BYZSGD_CACHE", Path.home() / ".cache" / "byzsgd"))
 
 
@@ -97,7 +98,7 @@ def _read_present(info, folder, files):
                 break
             packed = path.with_name(f.name + ".xz")
             if packed.is_file():
-                cache = _cache_root() / _sha1(str(packed.resolve()).encode())[:12] / f.name
+                cache = cache_root() / _sha1(str(packed.resolve()).encode())[:12] / f.name
                 blobs[f.name] = _read_xz(packed, cache, f.sha1)
                 break
     missing = {f.name for f in files} - set(blobs)

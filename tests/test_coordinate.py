@@ -70,7 +70,8 @@ KERNELS = [
 # (see test_float64_takes_the_numpy_path_unless_forced).
 @needs_numba
 @pytest.mark.parametrize("kernel", KERNELS, ids=[k[0] for k in KERNELS])
-@pytest.mark.parametrize("n", [3, 4, 11, 20])
+# n = 26 is above networks.MAX_N: the buffer kernel; the others are unrolled
+@pytest.mark.parametrize("n", [3, 4, 11, 20, 26])
 def test_coordinate_kernels_identical_in_numba_and_numpy(kernel, n, blocks):
     dtype = np.float32
     x = messy(n, 2 * coordinate.SUB + 37, dtype)  # a partial last block
@@ -168,8 +169,10 @@ def test_results_do_not_depend_on_the_thread_count(monkeypatch):
     monkeypatch.setattr(coordinate, "BUFFER_BYTES", 1)  # many blocks and chunks
     monkeypatch.setattr(coordinate, "STREAM_COLS", coordinate.SUB)
     results = []
+    # OMP_NUM_THREADS, not NUMBA_NUM_THREADS: numba refuses a change of the
+    # latter once its threads run, at the next compilation (a new kernel)
+    monkeypatch.delenv("NUMBA_NUM_THREADS", raising=False)
     for threads in ("1", str(coordinate.numba.config.NUMBA_NUM_THREADS)):
-        monkeypatch.setenv("NUMBA_NUM_THREADS", threads)
         monkeypatch.setenv("OMP_NUM_THREADS", threads)
         results.append([make(name)(x) for name in aggregators.names()])
     for a, b in zip(*results):
