@@ -15,7 +15,7 @@ always is). Distances from a row holding NaN or +-inf are +inf (0 to
 itself).
 
 Gram matrices (GeoMed, centred clipping) are taken in float64 after
-centring on the coordinate-wise median, computed in the same pass, which
+centring on the coordinate-wise median (rounded to the input's dtype), which
 keeps ``G_ii + G_jj - 2 G_ij`` accurate for the honest rows.
 
 numba kernels work on blocks of columns in parallel and sum the per-block
@@ -149,27 +149,19 @@ if NUMBA_AVAILABLE:
                     _pair_sums(x, a, min(a + SLICE, e), P[chunk], False, zero)
 
     @numba.njit(cache=True, parallel=True)
-    def _gram_kernel(x, rows, ni, nj, c_out, P, bl, nchunks, workers):
+    def _gram_kernel(x, rows, c, P, bl, nchunks, workers):
         n = rows.shape[0]
         d = x.shape[1]
         nblocks = (d + bl - 1) // bl
         for worker in numba.prange(workers):  # scratch once per thread
-            sbuf = np.empty((n, bl), x.dtype)
-            tmp = np.empty(SUB, x.dtype)
             ybuf = np.empty((n, SUB), np.float64)
-            c = np.empty(bl, np.float64)
             for chunk in range(worker, nchunks, workers):  # P[chunk]: fixed blocks
                 for blk in range(chunk * nblocks // nchunks, (chunk + 1) * nblocks // nchunks):
                     s = blk * bl
                     w = min(bl, d - s)
-                    coordinate.load_block(x, rows, s, w, sbuf)
                     for a in range(0, w, SUB):
                         e = min(a + SUB, w)
-                        coordinate.sort_block(sbuf, a, e, ni, nj, tmp)
-                        coordinate.median_block(sbuf, a, e, c)
-                        for k in range(a, e):
-                            c_out[s + k] = c[k]  # rounded to x's dtype: the centre used
-                        cs = c_out[s + a:s + e]
+                        cs = c[s + a:s + e]
                         for r in range(n):
                             src = x[rows[r], s + a:s + e]
                             dst = ybuf[r]
@@ -237,19 +229,20 @@ def _ordered_sum(P):
 
 def centred_gram(grads, rows=None, backend=None):
     """Centre c (coordinate-wise median of the rows, in grads' dtype) and the
-    (n, n) float64 Gram matrix of the rows minus c, in one pass."""
+    (n, n) float64 Gram matrix of the rows minus c."""
     grads = np.asarray(grads)
     rows = _rows(grads, rows)
     if not fast_path(grads, backend) or len(rows) < 2:
         return _np_centred_gram(grads, rows)
     x = coordinate.readonly(grads)
     n = len(rows)
-    ni, nj = coordinate.sorting_network(n, ((n - 1) // 2, n // 2))
+    # the median kernel first (unrolled networks are several times faster
+    # than sorting inside this pass), then the products on the columns again
+    c = coordinate.median(x, rows=rows, backend=backend)
     bl = block_cols(n, x.itemsize)
     nchunks = chunks(x.shape[1], bl)
-    c = np.empty(x.shape[1], x.dtype)
     P = np.zeros((nchunks, n, n), np.float64)
-    _gram_kernel(x, rows, ni, nj, c, P, bl, nchunks, coordinate.workers(nchunks))
+    _gram_kernel(x, rows, c, P, bl, nchunks, coordinate.workers(nchunks))
     with np.errstate(invalid="ignore", over="ignore"):
         G = _ordered_sum(P)
     G = np.triu(G) + np.triu(G, 1).T
