@@ -116,7 +116,7 @@ def _load(src, name):
     folder = cache_root() / "kernels"
     path = folder / f"{modname}.py"
     try:
-        if not path.is_file():
+        if not path.is_file() or path.read_text() != src:  # a damaged copy is replaced
             folder.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{modname}.", suffix=".py")
             with os.fdopen(fd, "w") as f:

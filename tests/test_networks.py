@@ -82,3 +82,18 @@ def test_source_is_deterministic_and_names_its_parameters():
     assert a == networks.source(6, networks.AROUND_MEDIAN, 0, 4, ni, nj)
     assert "n=6, mode=2, b=0, m=4" in a
     compile(a, "generated", "exec")
+
+
+def test_damaged_kernel_module_is_rewritten(tmp_path, monkeypatch):
+    monkeypatch.setenv("BYZSGD_CACHE", str(tmp_path))
+    networks.kernel.cache_clear()
+    try:
+        x = messy(6, 300, np.float32)
+        expected = coordinate.median(x)
+        (path,) = (tmp_path / "kernels").glob("*.py")
+        path.write_text(path.read_text()[:200])  # e.g. a full disk cut it short
+        networks.kernel.cache_clear()
+        np.testing.assert_array_equal(coordinate.median(x), expected)
+        assert path.read_text().endswith("columns(x, rows, out, s, min(bl, d - s))\n")
+    finally:
+        networks.kernel.cache_clear()
