@@ -10,8 +10,8 @@ before selection (it then is just one more arbitrarily large value, so a
 median or trimmed mean over fewer than the tolerated number of such cells
 stays inside the honest range); -inf and +inf are kept as they are.
 
-Three paths give bit-identical results. For float32 and 2 <= n <= 24,
-``networks`` generates one numba kernel per n and statistic that keeps a
+Three paths give the same results. For float32 and 2 <= n <= 24,
+``networks`` generates one numba kernel per n, statistic and b, m that keeps a
 column's values in registers and applies the sorting network (Batcher's
 merge exchange) as straight-line code, vectorised across columns. Other n
 take the general numba kernel: it copies a block of columns of all rows
@@ -20,7 +20,8 @@ effective) and sorts it in slices of 256 columns, small enough to stay in
 L1, each comparator an elementwise min/max of two buffer rows; blocks run
 in parallel. The numpy path sorts with np.sort. All sum selected sorted
 values in ascending order in float64, then divide and round once, so they
-agree to the last bit. The numpy path runs for input other than float32
+agree to the last bit, up to the sign of a zero median: the comparators
+turn (+0, -0) into (-0, -0), np.sort need not. The numpy path runs for input other than float32
 (unless ``backend="numba"``), when numba is missing, when BYZSGD_NO_NUMBA=1,
 or with ``backend="numpy"``.
 """
@@ -31,9 +32,10 @@ import numpy as np
 
 try:
     import numba
-    from . import networks
 except ImportError:  # pragma: no cover - numba is an install requirement
     numba = None
+if numba is not None:
+    from . import networks  # outside the try: its own import errors must show
 
 __all__ = ["median", "trimmed_mean", "mean_around", "row_sum_mean",
            "sorting_network", "use_numba", "fast_path", "readonly", "block_cols",
@@ -316,6 +318,17 @@ if NUMBA_AVAILABLE:
                     out[s + k] = acc[k] / n
 
 
+def _unrolled(n, dtype, mode, b, m):
+    """Whether ``networks`` has a kernel for this call. Parameters outside
+    their range take the buffer kernel, which keeps its behaviour for them."""
+    if not networks.supported(n, dtype):
+        return False
+    whole = (int, np.integer)
+    ok_b = mode not in (TRMEAN, AROUND_TRMEAN) or (isinstance(b, whole) and 0 <= 2 * b < n)
+    ok_m = mode not in (AROUND_MEDIAN, AROUND_TRMEAN) or (isinstance(m, whole) and 0 < m <= n)
+    return ok_b and ok_m
+
+
 def _run(grads, rows, mode, b=0, m=0, backend=None):
     grads = np.asarray(grads)
     rows = _rows(grads, rows)
@@ -325,9 +338,9 @@ def _run(grads, rows, mode, b=0, m=0, backend=None):
     x = readonly(grads)
     ni, nj = sorting_network(n, ((n - 1) // 2, n // 2) if mode == MEDIAN else None)
     out = np.empty(x.shape[1], x.dtype)
-    b = b if mode in (TRMEAN, AROUND_TRMEAN) else 0
-    m = m if mode in (AROUND_MEDIAN, AROUND_TRMEAN) else 0
-    if networks.supported(n, x.dtype) and 0 <= 2 * b < n and (0 < m <= n or mode < AROUND_MEDIAN):
+    if _unrolled(n, x.dtype, mode, b, m):
+        b = int(b) if mode in (TRMEAN, AROUND_TRMEAN) else 0  # unused ones: fewer kernels
+        m = int(m) if mode in (AROUND_MEDIAN, AROUND_TRMEAN) else 0
         nchunks = chunks(x.shape[1], STREAM_COLS)
         networks.kernel(n, mode, b, m, tuple(ni.tolist()), tuple(nj.tolist()))(
             x, rows, out, STREAM_COLS, nchunks, workers(nchunks))

@@ -12,7 +12,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["DataError", "read_verified"]
+__all__ = ["cache_root", "DataError", "read_verified"]
 
 
 class DataError(RuntimeError):

@@ -169,11 +169,11 @@ def test_results_do_not_depend_on_the_thread_count(monkeypatch):
     monkeypatch.setattr(coordinate, "BUFFER_BYTES", 1)  # many blocks and chunks
     monkeypatch.setattr(coordinate, "STREAM_COLS", coordinate.SUB)
     results = []
-    # OMP_NUM_THREADS, not NUMBA_NUM_THREADS: numba refuses a change of the
-    # latter once its threads run, at the next compilation (a new kernel)
-    monkeypatch.delenv("NUMBA_NUM_THREADS", raising=False)
-    for threads in ("1", str(coordinate.numba.config.NUMBA_NUM_THREADS)):
-        monkeypatch.setenv("OMP_NUM_THREADS", threads)
+    # the thread count set directly: changing NUMBA_NUM_THREADS in the
+    # environment makes numba's next compilation (a new kernel) fail
+    for threads in (1, coordinate.numba.config.NUMBA_NUM_THREADS):
+        monkeypatch.setattr(coordinate, "workers", lambda nchunks, t=threads: (
+            coordinate.numba.set_num_threads(max(1, min(t, nchunks))) or max(1, min(t, nchunks))))
         results.append([make(name)(x) for name in aggregators.names()])
     for a, b in zip(*results):
         np.testing.assert_array_equal(a, b)

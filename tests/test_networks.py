@@ -1,5 +1,7 @@
 """Generated (unrolled) sorting-network kernels: bit for bit what the
 buffer kernel computes, compiled once per machine into the cache folder."""
+import os
+
 import numpy as np
 import pytest
 
@@ -29,16 +31,57 @@ def signed_zeros(n, d):
     return x
 
 
-@pytest.mark.parametrize("stat", STATISTICS, ids=[s[0] for s in STATISTICS])
-@pytest.mark.parametrize("n", [2, 7, 20])
+# the extremes of b and m too: no trimming, the most trimming, m = 1, m = n
+EXTREMES = [
+    ("trmean b=0", lambda x, n, **kw: coordinate.trimmed_mean(x, 0, **kw)),
+    ("trmean b max", lambda x, n, **kw: coordinate.trimmed_mean(x, (n - 1) // 2, **kw)),
+    ("meamed m=1", lambda x, n, **kw: coordinate.mean_around(x, 1, **kw)),
+    ("meamed m=n", lambda x, n, **kw: coordinate.mean_around(x, n, **kw)),
+]
+
+
+def unrolled_calls(monkeypatch):
+    """A list that records the (n, mode, b, m) of every unrolled kernel used."""
+    calls, real = [], networks.kernel
+    monkeypatch.setattr(networks, "kernel", lambda *a: calls.append(a[:4]) or real(*a))
+    return calls
+
+
+@pytest.mark.parametrize("stat", STATISTICS + EXTREMES, ids=[s[0] for s in STATISTICS + EXTREMES])
+@pytest.mark.parametrize("n", [2, 7, 20, 24])
 def test_unrolled_kernel_equals_buffer_kernel_bit_for_bit(stat, n, monkeypatch):
     x = signed_zeros(n, 3 * coordinate.SUB + 5)
     rows = list(range(n))[::-1]  # rows are looked up, not assumed in order
+    calls = unrolled_calls(monkeypatch)
     unrolled = stat[1](x, n, rows=rows)
+    assert len(calls) == 1 and calls[0][0] == n  # the unrolled kernel ran
     monkeypatch.setattr(networks, "MAX_N", 0)  # every n takes the buffer kernel
     buffered = stat[1](x, n, rows=rows)
+    assert len(calls) == 1
     assert unrolled.dtype == np.float32
     np.testing.assert_array_equal(unrolled.view(np.uint32), buffered.view(np.uint32))
+
+
+@pytest.mark.parametrize("call", [
+    lambda x: coordinate.trimmed_mean(x, 3),                # 2b = n
+    lambda x: coordinate.mean_around(x, 0),                 # m = 0
+    lambda x: coordinate.mean_around(x, 7),                 # m > n
+    lambda x: coordinate.mean_around(x, 4, centre="trmean", b=3),
+], ids=["2b=n", "m=0", "m>n", "phocas 2b=n"])
+def test_parameters_out_of_range_take_the_buffer_kernel(call, monkeypatch):
+    x = messy(6, 300, np.float32)
+    calls = unrolled_calls(monkeypatch)
+    with np.errstate(all="ignore"):
+        try:
+            call(x)
+        except Exception:  # whatever the buffer kernel does with them
+            pass
+    assert calls == []
+
+
+def test_statistic_codes_are_coordinates():
+    assert (networks.MEDIAN, networks.TRMEAN, networks.AROUND_MEDIAN, networks.AROUND_TRMEAN) == \
+        (coordinate.MEDIAN, coordinate.TRMEAN, coordinate.AROUND_MEDIAN, coordinate.AROUND_TRMEAN)
 
 
 def test_supported_sizes_and_dtypes():
@@ -54,12 +97,16 @@ def test_kernel_module_written_once_under_the_cache_folder(tmp_path, monkeypatch
     try:
         x = messy(5, 300, np.float32)
         first = coordinate.median(x)
-        written = sorted(p.name for p in (tmp_path / "kernels").glob("*.py"))
-        assert len(written) == 1 and written[0].startswith("byzsgd_kernel_n5_s0_")
-        assert "n=5, mode=0" in (tmp_path / "kernels" / written[0]).read_text()
+        (path,) = (tmp_path / "kernels").glob("*.py")
+        assert path.name.startswith("byzsgd_kernel_n5_s0_")
+        assert "n=5, mode=0" in path.read_text()
+        if "NUMBA_CACHE_DIR" not in os.environ:  # numba's cache beside it
+            assert list((tmp_path / "kernels" / "__pycache__").glob(path.stem + "*.nbi"))
+        stamp = path.stat().st_mtime_ns
         networks.kernel.cache_clear()
         np.testing.assert_array_equal(coordinate.median(x), first)
-        assert sorted(p.name for p in (tmp_path / "kernels").glob("*.py")) == written
+        assert list((tmp_path / "kernels").glob("*.py")) == [path]
+        assert path.stat().st_mtime_ns == stamp  # not rewritten: numba's cache stays valid
     finally:
         networks.kernel.cache_clear()
 
@@ -71,7 +118,9 @@ def test_unwritable_cache_compiles_in_memory(tmp_path, monkeypatch):
     networks.kernel.cache_clear()
     try:
         x = messy(4, 300, np.float32)
-        np.testing.assert_array_equal(coordinate.median(x), coordinate.median(x, backend="numpy"))
+        with pytest.warns(RuntimeWarning, match="compiling it in memory"):
+            got = coordinate.median(x)
+        np.testing.assert_array_equal(got, coordinate.median(x, backend="numpy"))
     finally:
         networks.kernel.cache_clear()
 
