@@ -11,15 +11,9 @@ pytestmark = pytest.mark.skipif(not coordinate.NUMBA_AVAILABLE, reason="numba no
 if coordinate.NUMBA_AVAILABLE:
     from byzsgd import networks
 
-from test_coordinate import messy
+from test_coordinate import KERNELS, messy
 
-STATISTICS = [
-    ("median", lambda x, n, **kw: coordinate.median(x, **kw)),
-    ("trmean", lambda x, n, **kw: coordinate.trimmed_mean(x, (n - 1) // 3, **kw)),
-    ("meamed", lambda x, n, **kw: coordinate.mean_around(x, n - (n - 1) // 2, **kw)),
-    ("phocas", lambda x, n, **kw: coordinate.mean_around(
-        x, n - (n - 1) // 3, centre="trmean", b=(n - 1) // 3, **kw)),
-]
+STATISTICS = [k for k in KERNELS if k[0] != "row_mean"]  # the sorting ones
 
 
 def signed_zeros(n, d):
@@ -91,24 +85,28 @@ def test_supported_sizes_and_dtypes():
     assert not networks.supported(networks.MAX_N + 1, np.float32)
 
 
-def test_kernel_module_written_once_under_the_cache_folder(tmp_path, monkeypatch):
+@pytest.fixture
+def fresh_cache(tmp_path, monkeypatch):
+    """An empty kernel cache folder, and no kernel memoised in this process."""
     monkeypatch.setenv("BYZSGD_CACHE", str(tmp_path))
     networks.kernel.cache_clear()
-    try:
-        x = messy(5, 300, np.float32)
-        first = coordinate.median(x)
-        (path,) = (tmp_path / "kernels").glob("*.py")
-        assert path.name.startswith("byzsgd_kernel_n5_s0_")
-        assert "n=5, mode=0" in path.read_text()
-        if "NUMBA_CACHE_DIR" not in os.environ:  # numba's cache beside it
-            assert list((tmp_path / "kernels" / "__pycache__").glob(path.stem + "*.nbi"))
-        stamp = path.stat().st_mtime_ns
-        networks.kernel.cache_clear()
-        np.testing.assert_array_equal(coordinate.median(x), first)
-        assert list((tmp_path / "kernels").glob("*.py")) == [path]
-        assert path.stat().st_mtime_ns == stamp  # not rewritten: numba's cache stays valid
-    finally:
-        networks.kernel.cache_clear()
+    yield tmp_path / "kernels"
+    networks.kernel.cache_clear()
+
+
+def test_kernel_module_written_once_under_the_cache_folder(fresh_cache):
+    x = messy(5, 300, np.float32)
+    first = coordinate.median(x)
+    (path,) = fresh_cache.glob("*.py")
+    assert path.name.startswith("byzsgd_kernel_n5_s0_")
+    assert "n=5, mode=0" in path.read_text()
+    if "NUMBA_CACHE_DIR" not in os.environ:  # numba's cache beside it
+        assert list((fresh_cache / "__pycache__").glob(path.stem + "*.nbi"))
+    stamp = path.stat().st_mtime_ns
+    networks.kernel.cache_clear()
+    np.testing.assert_array_equal(coordinate.median(x), first)
+    assert list(fresh_cache.glob("*.py")) == [path]
+    assert path.stat().st_mtime_ns == stamp  # not rewritten: numba's cache stays valid
 
 
 def test_unwritable_cache_compiles_in_memory(tmp_path, monkeypatch):
@@ -133,16 +131,11 @@ def test_source_is_deterministic_and_names_its_parameters():
     compile(a, "generated", "exec")
 
 
-def test_damaged_kernel_module_is_rewritten(tmp_path, monkeypatch):
-    monkeypatch.setenv("BYZSGD_CACHE", str(tmp_path))
+def test_damaged_kernel_module_is_rewritten(fresh_cache):
+    x = messy(6, 300, np.float32)
+    expected = coordinate.median(x)
+    (path,) = fresh_cache.glob("*.py")
+    path.write_text(path.read_text()[:200])  # e.g. a full disk cut it short
     networks.kernel.cache_clear()
-    try:
-        x = messy(6, 300, np.float32)
-        expected = coordinate.median(x)
-        (path,) = (tmp_path / "kernels").glob("*.py")
-        path.write_text(path.read_text()[:200])  # e.g. a full disk cut it short
-        networks.kernel.cache_clear()
-        np.testing.assert_array_equal(coordinate.median(x), expected)
-        assert path.read_text().endswith("columns(x, rows, out, s, min(bl, d - s))\n")
-    finally:
-        networks.kernel.cache_clear()
+    np.testing.assert_array_equal(coordinate.median(x), expected)
+    assert path.read_text().endswith("columns(x, rows, out, s, min(bl, d - s))\n")
