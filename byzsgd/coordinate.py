@@ -21,9 +21,9 @@ L1, each comparator an elementwise min/max of two buffer rows; blocks run
 in parallel. The numpy path sorts with np.sort. All sum selected sorted
 values in ascending order in float64, then divide and round once, so they
 agree to the last bit, up to the sign of a zero median: the comparators
-turn (+0, -0) into (-0, -0), np.sort need not. The numpy path runs for input other than float32
-(unless ``backend="numba"``), when numba is missing, when BYZSGD_NO_NUMBA=1,
-or with ``backend="numpy"``.
+turn (+0, -0) into (-0, -0), np.sort need not. The numpy path runs for
+input other than float32 (unless ``backend="numba"``), when numba is
+missing, when BYZSGD_NO_NUMBA=1, or with ``backend="numpy"``.
 """
 import functools
 import os
