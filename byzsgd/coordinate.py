@@ -336,15 +336,14 @@ def _run(grads, rows, mode, b=0, m=0, backend=None):
         return _numpy(grads, rows, mode, b, m)
     n = len(rows)
     x = readonly(grads)
-    ni, nj = sorting_network(n, ((n - 1) // 2, n // 2) if mode == MEDIAN else None)
     out = np.empty(x.shape[1], x.dtype)
     if _unrolled(n, x.dtype, mode, b, m):
         b = int(b) if mode in (TRMEAN, AROUND_TRMEAN) else 0  # unused ones: fewer kernels
         m = int(m) if mode in (AROUND_MEDIAN, AROUND_TRMEAN) else 0
         nchunks = chunks(x.shape[1], STREAM_COLS)
-        networks.kernel(n, mode, b, m, tuple(ni.tolist()), tuple(nj.tolist()))(
-            x, rows, out, STREAM_COLS, nchunks, workers(nchunks))
+        networks.kernel(n, mode, b, m)(x, rows, out, STREAM_COLS, nchunks, workers(nchunks))
         return out
+    ni, nj = sorting_network(n, ((n - 1) // 2, n // 2) if mode == MEDIAN else None)
     bl = block_cols(n, x.itemsize)
     nchunks = chunks(x.shape[1], bl)
     _kernel(x, rows, ni, nj, mode, b, m, out, bl, nchunks, workers(nchunks))

@@ -239,7 +239,7 @@ def centred_gram(grads, rows=None, backend=None):
     # the median kernel first (unrolled networks are several times faster
     # than sorting inside this pass), then the products on the columns again
     c = coordinate.median(x, rows=rows, backend=backend)
-    bl = block_cols(n, x.itemsize)
+    bl = block_cols(n, x.itemsize)  # as before the split: blocks fix the order of P's sums
     nchunks = chunks(x.shape[1], bl)
     P = np.zeros((nchunks, n, n), np.float64)
     _gram_kernel(x, rows, c, P, bl, nchunks, coordinate.workers(nchunks))

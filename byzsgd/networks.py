@@ -138,10 +138,8 @@ def _load(src, name):
         sys.modules.pop(modname, None)
         warnings.warn(f"byzsgd: cannot cache kernel {name} in {path.parent} ({err}); "
                       "compiling it in memory (seconds in every process)", RuntimeWarning)
-        namespace = {}
-        exec(compile(src.replace("cache=True", "cache=False"), modname, "exec"), namespace)
         module = type(sys)(modname)
-        module.__dict__.update(namespace)
+        exec(compile(src.replace("cache=True", "cache=False"), modname, "exec"), module.__dict__)
         return module
 
 
@@ -168,10 +166,11 @@ def _write_once(path, src):
 
 
 @functools.lru_cache(maxsize=None)
-def kernel(n, mode, b, m, ni, nj):
-    """The compiled driver ``kernel(x, rows, out, bl, nchunks, workers)``.
-
-    For n rows, statistic ``mode`` with parameters b and m, and the
-    network's comparators as tuples ni, nj (hashable for the memo)."""
-    src = source(n, mode, b, m, np.asarray(ni), np.asarray(nj))
+def kernel(n, mode, b, m):
+    """The compiled driver ``kernel(x, rows, out, bl, nchunks, workers)``
+    for n rows and statistic ``mode`` with parameters b and m, on the
+    network ``coordinate`` uses (pruned to the middle ranks for MEDIAN)."""
+    from .coordinate import sorting_network  # here: coordinate imports this module
+    ni, nj = sorting_network(n, ((n - 1) // 2, n // 2) if mode == MEDIAN else None)
+    src = source(n, mode, b, m, ni, nj)
     return _load(src, f"n{n}_s{mode}_b{b}_m{m}").kernel

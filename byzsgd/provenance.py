@@ -6,10 +6,9 @@ so the same CIFAR-10 run gives logs that differ from the first evaluation
 on (top-3 in the third or fourth digit at round 10). ``DNNL_MAX_CPU_ISA=AVX2``
 (the name MXNet 1.9.1's oneDNN reads; ``ONEDNN_MAX_CPU_ISA`` has no effect on
 it) makes an AVX-512 machine compute what an AVX2 machine computes for the
-CNN. MLP
-runs differ less (at most 0.0004 in top-1 over 500 rounds in our reruns of
-Figs. 3 and 5) and the cap does not remove it: some other kernel depends on
-the CPU too.
+CNN. MLP runs differ less (at most 0.0004 in top-1 over 500 rounds in our
+reruns of Figs. 3 and 5) and the cap does not remove that: some other
+kernel depends on the CPU too.
 """
 import functools
 import os
