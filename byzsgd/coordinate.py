@@ -124,6 +124,12 @@ def sorting_network(n, outputs=None):
     return np.ascontiguousarray(net[:, 0]), np.ascontiguousarray(net[:, 1])
 
 
+def statistic_network(n, mode):
+    """The network the kernels run for statistic ``mode`` on n rows: pruned
+    to the two middle ranks for MEDIAN, the full sort otherwise."""
+    return sorting_network(n, ((n - 1) // 2, n // 2) if mode == MEDIAN else None)
+
+
 def readonly(grads):
     """A C-contiguous read-only view of ``grads`` for the kernels: every
     caller passes the same array type (the trainer's gradients are read-only
@@ -343,7 +349,7 @@ def _run(grads, rows, mode, b=0, m=0, backend=None):
         nchunks = chunks(x.shape[1], STREAM_COLS)
         networks.kernel(n, mode, b, m)(x, rows, out, STREAM_COLS, nchunks, workers(nchunks))
         return out
-    ni, nj = sorting_network(n, ((n - 1) // 2, n // 2) if mode == MEDIAN else None)
+    ni, nj = statistic_network(n, mode)
     bl = block_cols(n, x.itemsize)
     nchunks = chunks(x.shape[1], bl)
     _kernel(x, rows, ni, nj, mode, b, m, out, bl, nchunks, workers(nchunks))

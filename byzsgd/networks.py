@@ -170,7 +170,7 @@ def kernel(n, mode, b, m):
     """The compiled driver ``kernel(x, rows, out, bl, nchunks, workers)``
     for n rows and statistic ``mode`` with parameters b and m, on the
     network ``coordinate`` uses (pruned to the middle ranks for MEDIAN)."""
-    from .coordinate import sorting_network  # here: coordinate imports this module
-    ni, nj = sorting_network(n, ((n - 1) // 2, n // 2) if mode == MEDIAN else None)
+    from .coordinate import statistic_network  # here: coordinate imports this module
+    ni, nj = statistic_network(n, mode)
     src = source(n, mode, b, m, ni, nj)
     return _load(src, f"n{n}_s{mode}_b{b}_m{m}").kernel
