@@ -235,7 +235,7 @@ def _run_figure(args):
     paths = [runner.log_path(out, cfg) for cfg in experiment.resolve_runs(spec)]
     finished = {p for p in paths if _done_line(p) is not None}   # not timed: not rerun
     t = time.perf_counter()
-    runner.run(spec, out=out, jobs=args.jobs, progress=False)
+    runner.run(spec, out=out, jobs=args.jobs, progress=False, reuse=False)  # train them all
     wall = time.perf_counter() - t
     done = [_done_line(p) for p in paths if p not in finished]
     if not done:

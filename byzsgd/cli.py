@@ -56,6 +56,9 @@ def _add_run_options(p):
                    help="compute every round of a dead run (every parameter NaN) instead "
                         "of writing its remaining evaluations at once: slower, the same "
                         "accuracies, plus per-round diagnostics")
+    p.add_argument("--no-reuse", action="store_true",
+                   help="train every run, also those whose settings equal a finished run's "
+                        "in another figure's folder of --out (by default copied from it)")
     p.add_argument("--distributed", action="store_true",
                    help="run each run on a local ps-lite cluster (see byzsgd launch)")
     p.add_argument("-n", "--workers", type=int, metavar="N",
@@ -80,7 +83,7 @@ def _run_spec(spec, args, figure=None, plot=None):
     else:
         runner.run(spec, out=out, jobs=args.jobs, data_dir=args.data_dir,
                    progress=not args.no_progress, ctx=args.ctx,
-                   skip_dead=not args.compute_dead)
+                   skip_dead=not args.compute_dead, reuse=not args.no_reuse)
     print(f"{spec.figure}: logs in {Path(out) / spec.figure}")
     if not args.no_plot:
         for path in plotting.plot_figure(figure or spec.figure, results=out,

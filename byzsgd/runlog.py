@@ -14,14 +14,18 @@ import re
 import shutil
 from pathlib import Path
 
-__all__ = ["CKPT", "log_path", "read_log"]
+__all__ = ["CKPT", "log_path", "read_log", "finished_runs"]
 
 CKPT = ".ckpt"
 _CKPT_NAME = re.compile(r"^r(\d{8})$")
 # Not part of a run's identity: a run may be resumed elsewhere (another
 # device or CPU, or the batched gradients of byzsgd.fused instead of the loop,
 # give close, not bit-identical, results; the log says how it began).
-_IGNORED_KEYS = ("type", "versions", "machine", "started", "device", "gradients")
+_IGNORED_KEYS = ("type", "versions", "machine", "started", "device", "gradients",
+                 "copied_from")
+# What a figure calls a run and how it draws it: two runs that differ only
+# here compute the same numbers (e.g. Fig. 16's Mean and Fig. 7's reference).
+_PRESENTATION_KEYS = ("figure", "run_id", "label", "group", "x", "reference", "plot")
 
 
 # ------------------------------------------------------------------ logs
@@ -116,6 +120,41 @@ def _conflict(path, logged, cfg):
         what = ", ".join(f"{k}={logged.get(k)!r} there, {cfg.get(k)!r} now" for k in differ)
         raise ValueError(f"{path} holds a run with other settings ({what}); delete it "
                          f"or write elsewhere with --out")
+
+
+# ------------------------------------------------------------ shared runs
+
+def _computation(cfg):
+    """The part of a config that decides a run's numbers, as a hashable key."""
+    skip = _IGNORED_KEYS + _PRESENTATION_KEYS
+    return json.dumps({k: v for k, v in cfg.items() if k not in skip}, sort_keys=True)
+
+
+def finished_runs(out):
+    """{computation key: log path} of the finished runs under ``out``
+    (``<out>/<figure>/<run>.jsonl`` with a done line), first found first."""
+    found = {}
+    for path in sorted(Path(out).glob("*/*.jsonl")):
+        lines = read_log(path)
+        if len(lines) > 1 and lines[0].get("type") == "config" \
+                and lines[-1].get("type") == "done":
+            found.setdefault(_computation(lines[0]), path)
+    return found
+
+
+def _copy_run(source, path, cfg, out):
+    """Write the finished run at ``source`` as the log of ``cfg`` at ``path``:
+    its eval and done lines as they are, the config line of ``cfg`` with the
+    source's provenance (versions, machine, device, gradients, started) and
+    ``copied_from``, the source log relative to ``out`` (the first one when
+    the source is itself a copy)."""
+    lines = read_log(source)
+    head = lines[0]
+    provenance = {k: head[k] for k in ("versions", "machine", "device", "gradients",
+                                       "started") if k in head}
+    origin = head.get("copied_from") or Path(source).relative_to(out).as_posix()
+    _rewrite(path, [{"type": "config", **cfg, **provenance, "copied_from": origin},
+                    *lines[1:]])
 
 
 # ------------------------------------------------------------ checkpoints

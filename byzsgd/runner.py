@@ -50,9 +50,9 @@ import numpy as np
 from . import data, provenance
 from .experiment import _positive, preflight
 # storage (logs, checkpoints) is runlog's; log_path, read_log and CKPT are re-exported
-from .runlog import (CKPT, _Appender, _ckpt_root, _drop_checkpoints, _finite, _resume_point,
-                     _rewrite, _rounds_done, _save_checkpoint, jsonable, log_path,
-                     read_log)
+from .runlog import (CKPT, _Appender, _ckpt_root, _computation, _copy_run, _drop_checkpoints,
+                     _finite, _resume_point, _rewrite, _rounds_done, _save_checkpoint,
+                     finished_runs, jsonable, log_path, read_log)
 
 __all__ = ["run", "execute", "context", "log_path", "read_log", "CKPT", "THREAD_VARS"]
 
@@ -402,6 +402,28 @@ def _run_in_children(todo, jobs, threads, data_dir, ctx, bar, skip_dead):
         bar.update(queue.get())
 
 
+def _reuse_finished(todo, fresh, out, bar):
+    """Copy the runs of ``todo`` whose log paths are in ``fresh`` (nothing of
+    them on disk to resume) from finished runs with the same computation
+    under ``out``; return the runs still to train."""
+    if not fresh:
+        return todo
+    finished, fresh, left = finished_runs(out), set(fresh), []
+    for cfg, path in todo:
+        source = finished.get(_computation(cfg)) if path in fresh else None
+        if source is None:
+            left.append((cfg, path))
+            continue
+        with _exclusive(path):
+            _copy_run(source, path, cfg, out)
+        _drop_checkpoints(_ckpt_root(path))
+        bar.note(f"{cfg['figure']}/{cfg['run_id']}: the same run as {source} "
+                 "(settings equal but for names), copied; --no-reuse trains it")
+        bar.update(cfg["rounds"])
+        bar.runs_done()
+    return left
+
+
 class _Bar:
     """tqdm over all rounds of all runs, with the count of finished runs."""
 
@@ -417,6 +439,9 @@ class _Bar:
     def update(self, k):
         self.tqdm.update(k)
 
+    def note(self, text):
+        self.tqdm.write(text, file=sys.stderr)
+
     def runs_done(self, k=1):
         self.done += k
         self.tqdm.set_description(self._desc())
@@ -426,7 +451,7 @@ class _Bar:
 
 
 def run(spec, out="results", jobs=1, data_dir=None, progress=True, ctx="cpu",
-        skip_dead=True):
+        skip_dead=True, reuse=True):
     """Execute every (arm, seed) run of ``spec`` not done yet; return the log paths.
 
     Settings are checked first (:func:`byzsgd.experiment.preflight`) and logs
@@ -435,6 +460,14 @@ def run(spec, out="results", jobs=1, data_dir=None, progress=True, ctx="cpu",
     ``spec.threads`` threads; with 1 job the runs are done here unless MXNet
     is already loaded with another thread count. ``ctx``, ``skip_dead``: see
     :func:`execute`.
+
+    ``reuse``: a run not started yet whose settings equal those of a finished
+    run in another log under ``out`` in everything but how a figure names and
+    draws it (figure, label, reference, ...: e.g. Fig. 16's Mean and Fig. 7's
+    reference) is copied from that log instead of trained; its config line
+    says ``copied_from`` and keeps the source's versions and machine. Runs are
+    deterministic on one instruction set (README, Logs), so the copy holds
+    what training there gives.
     """
     if jobs < 1:
         raise ValueError(f"jobs={jobs} must be >= 1")
@@ -450,6 +483,8 @@ def run(spec, out="results", jobs=1, data_dir=None, progress=True, ctx="cpu",
     bar = _Bar(spec.figure, len(configs), len(configs) - len(todo),
                sum(c["rounds"] for c in configs), sum(done), progress)
     try:
+        if reuse:
+            todo = _reuse_finished(todo, [p for p, k in zip(paths, done) if not k], out, bar)
         if here:
             for cfg, path in todo:
                 execute(cfg, path, data_dir, bar.update, ctx, skip_dead)
