@@ -131,14 +131,16 @@ def _computation(cfg):
 
 
 def finished_runs(out):
-    """{computation key: log path} of the finished runs under ``out``
-    (``<out>/<figure>/<run>.jsonl`` with a done line), first found first."""
+    """{(computation key, device): log path} of the finished runs under
+    ``out`` (``<out>/<figure>/<run>.jsonl`` with a done line), first found
+    first. The device (``cpu``, ``gpu(0)``, a distributed cluster) is part of
+    the key: other devices give close, not equal, numbers."""
     found = {}
     for path in sorted(Path(out).glob("*/*.jsonl")):
         lines = read_log(path)
         if len(lines) > 1 and lines[0].get("type") == "config" \
                 and lines[-1].get("type") == "done":
-            found.setdefault(_computation(lines[0]), path)
+            found.setdefault((_computation(lines[0]), lines[0].get("device")), path)
     return found
 
 

@@ -402,15 +402,15 @@ def _run_in_children(todo, jobs, threads, data_dir, ctx, bar, skip_dead):
         bar.update(queue.get())
 
 
-def _reuse_finished(todo, fresh, out, bar):
+def _reuse_finished(todo, fresh, out, ctx, bar):
     """Copy the runs of ``todo`` whose log paths are in ``fresh`` (nothing of
-    them on disk to resume) from finished runs with the same computation
-    under ``out``; return the runs still to train."""
+    them on disk to resume) from finished runs with the same computation on
+    device ``ctx`` under ``out``; return the runs still to train."""
     if not fresh:
         return todo
     finished, fresh, left = finished_runs(out), set(fresh), []
     for cfg, path in todo:
-        source = finished.get(_computation(cfg)) if path in fresh else None
+        source = finished.get((_computation(cfg), str(ctx))) if path in fresh else None
         if source is None:
             left.append((cfg, path))
             continue
@@ -484,7 +484,7 @@ def run(spec, out="results", jobs=1, data_dir=None, progress=True, ctx="cpu",
                sum(c["rounds"] for c in configs), sum(done), progress)
     try:
         if reuse:
-            todo = _reuse_finished(todo, [p for p, k in zip(paths, done) if not k], out, bar)
+            todo = _reuse_finished(todo, [p for p, k in zip(paths, done) if not k], out, ctx, bar)
         if here:
             for cfg, path in todo:
                 execute(cfg, path, data_dir, bar.update, ctx, skip_dead)

@@ -1,5 +1,7 @@
 """Runs that equal a finished run in all but names (Fig. 16's Mean and Fig.
 7's reference) are copied from its log instead of trained, and say so."""
+import json
+
 import pytest
 
 from byzsgd import cli, experiment, runner
@@ -81,10 +83,22 @@ def test_other_settings_are_trained(source, data_root, changes):
     assert "copied_from" not in trained[0] and trained[-1]["type"] == "done"
 
 
-def test_unfinished_runs_are_not_sources(source, data_root, tmp_path, monkeypatch):
-    lines = (source / "a" / "mean__seed0.jsonl").read_text().splitlines(keepends=True)
+def _edited_source(source, tmp_path, edit):
+    """Figure "a"'s log under tmp_path, its lines passed through ``edit``."""
+    lines = runner.read_log(source / "a" / "mean__seed0.jsonl")
     (tmp_path / "a").mkdir()
-    (tmp_path / "a" / "mean__seed0.jsonl").write_text("".join(lines[:-1]))  # no done line
+    (tmp_path / "a" / "mean__seed0.jsonl").write_text(
+        "".join(json.dumps(ln) + "\n" for ln in edit(lines)))
+
+
+@pytest.mark.parametrize("edit", [
+    lambda lines: lines[:-1],                                           # no done line yet
+    lambda lines: [{**lines[0], "device": "cpu, dist_byz n=20 s=1"}, *lines[1:]],
+    lambda lines: [{**lines[0], "device": "gpu(0)"}, *lines[1:]],
+], ids=["unfinished", "distributed", "gpu"])
+def test_unfinished_runs_and_other_devices_are_not_sources(source, data_root, tmp_path,
+                                                           monkeypatch, edit):
+    _edited_source(source, tmp_path, edit)
     refuse_training(monkeypatch)
     with pytest.raises(Trained):
         runner.run(spec("e"), out=tmp_path, data_dir=data_root, progress=False)
