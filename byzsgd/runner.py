@@ -29,6 +29,10 @@ Checkpoints are deleted when the run is done. MXNet's own RNG (dropout)
 cannot be saved, so it is reseeded from (seed, round) after every
 evaluation, interrupted or not: a resumed run is bit-identical to an
 uninterrupted one at the same thread count.
+
+Shared runs: a run not started yet that a finished log under the same
+``out`` already holds under other names (another figure's reference, Fig.
+9's b = 32 arms as Fig. 2's runs) is copied from it, see :func:`run`.
 """
 import contextlib
 import datetime
