@@ -34,7 +34,7 @@ Reduced presets for a 2-core machine (same n, batch and gamma; seed 0; the
 first rounds of the full run): 40 rounds, ~35 min, the scale of
 REPRODUCTION.md: ``byzsgd run fig07 --seeds 0 --rounds 40 --eval-every 10
 --jobs 2 --out results/reduced``; 300 rounds of two arms (``--arms MarMed
-MeaMed``), 38-68 min for the pairs of Figs. 16-19, as REPRODUCTION.md does for the surviving rules; 500
+MeaMed``), 34-68 min for the pairs of Figs. 16-19, as REPRODUCTION.md does for the surviving rules; 500
 rounds, ~6-7 h: ``--rounds 500 --eval-every 50``. On an AVX-512 CPU,
 ``DNNL_MAX_CPU_ISA=AVX2`` gives the numbers of the committed logs (README, Logs). A stopped run resumes from its last checkpoint when the
 same command is run again.
