@@ -18,11 +18,12 @@ __all__ = ["CKPT", "log_path", "read_log", "finished_runs"]
 
 CKPT = ".ckpt"
 _CKPT_NAME = re.compile(r"^r(\d{8})$")
-# Not part of a run's identity: a run may be resumed elsewhere (another
-# device or CPU, or the batched gradients of byzsgd.fused instead of the loop,
-# give close, not bit-identical, results; the log says how it began).
-_IGNORED_KEYS = ("type", "versions", "machine", "started", "device", "gradients",
-                 "copied_from")
+# Where and how a run's numbers were made. Not part of its identity: a run
+# may be resumed elsewhere (another device or CPU, or the batched gradients of
+# byzsgd.fused instead of the loop, give close, not bit-identical, results;
+# the log says how it began), and a copied run keeps its source's.
+_PROVENANCE_KEYS = ("versions", "machine", "started", "device", "gradients")
+_IGNORED_KEYS = ("type", "copied_from") + _PROVENANCE_KEYS
 # What a figure calls a run and how it draws it: two runs that differ only
 # here compute the same numbers (e.g. Fig. 16's Mean and Fig. 7's reference).
 _PRESENTATION_KEYS = ("figure", "run_id", "label", "group", "x", "reference", "plot")
@@ -152,8 +153,7 @@ def _copy_run(source, path, cfg, out):
     the source is itself a copy)."""
     lines = read_log(source)
     head = lines[0]
-    provenance = {k: head[k] for k in ("versions", "machine", "device", "gradients",
-                                       "started") if k in head}
+    provenance = {k: head[k] for k in _PROVENANCE_KEYS if k in head}
     origin = head.get("copied_from") or Path(source).relative_to(out).as_posix()
     _rewrite(path, [{"type": "config", **cfg, **provenance, "copied_from": origin},
                     *lines[1:]])
