@@ -26,6 +26,7 @@ input other than float32 (unless ``backend="numba"``), when numba is
 missing, when BYZSGD_NO_NUMBA=1, or with ``backend="numpy"``.
 """
 import functools
+import operator
 import os
 
 import numpy as np
@@ -140,8 +141,37 @@ def readonly(grads):
 
 
 def _rows(grads, rows):
+    if grads.ndim != 2 or grads.shape[0] < 1:
+        raise ValueError(f"grads must be an (n, d) array with n >= 1, got shape {grads.shape}")
     n = grads.shape[0]
-    return np.arange(n, dtype=np.int64) if rows is None else np.asarray(rows, np.int64)
+    if rows is None:
+        return np.arange(n, dtype=np.int64)
+    idx = np.asarray(rows)
+    if idx.ndim != 1 or idx.size == 0 or idx.dtype.kind not in "iu":
+        raise ValueError(f"rows must be a non-empty 1-d sequence of row indices, got {rows!r}")
+    if idx.min() < 0 or idx.max() >= n:
+        raise ValueError(f"rows={idx.tolist()} must be in 0..{n - 1} (n={n})")
+    return idx.astype(np.int64)
+
+
+def _counts(mode, n, b, m):
+    """Check b (values trimmed at each end) and m (values averaged) for the
+    statistic ``mode`` of n values: the kernels do not check bounds."""
+    b, m = _index("b", b), _index("m", m)
+    if mode in (TRMEAN, AROUND_TRMEAN) and not 0 <= 2 * b < n:
+        raise ValueError(f"trimming b={b} values at each end needs 0 <= 2b < n, got n={n}")
+    if mode in (AROUND_MEDIAN, AROUND_TRMEAN) and not 1 <= m <= n:
+        raise ValueError(f"averaging m={m} values needs 1 <= m <= n, got n={n}")
+    return b, m
+
+
+def _index(name, value):
+    if isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be an integer, got {name}={value!r}")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise ValueError(f"{name} must be an integer, got {name}={value!r}") from None
 
 
 # ------------------------------------------------------------ numpy path
@@ -338,6 +368,7 @@ def _unrolled(n, dtype, mode, b, m):
 def _run(grads, rows, mode, b=0, m=0, backend=None):
     grads = np.asarray(grads)
     rows = _rows(grads, rows)
+    b, m = _counts(mode, len(rows), b, m)
     if not fast_path(grads, backend) or len(rows) < 2:
         return _numpy(grads, rows, mode, b, m)
     n = len(rows)

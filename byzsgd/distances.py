@@ -26,7 +26,7 @@ numpy path (input other than float32, BYZSGD_NO_NUMBA=1 or
 import numpy as np
 
 from . import coordinate
-from .coordinate import NUMBA_AVAILABLE, SUB, block_cols, chunks, fast_path
+from .coordinate import NUMBA_AVAILABLE, SUB, _rows, block_cols, chunks, fast_path
 
 SLICE = 512  # columns per slice of the distance kernel (float32: 32 terms per lane)
 NP_BLOCK = 4096  # columns per step of the numpy fallback
@@ -35,10 +35,6 @@ if NUMBA_AVAILABLE:
     import numba
 
 __all__ = ["sq_distances", "centred_gram", "affine_rows"]
-
-
-def _rows(grads, rows):
-    return np.arange(grads.shape[0], dtype=np.int64) if rows is None else np.asarray(rows, np.int64)
 
 
 def _finish(D):
@@ -52,14 +48,24 @@ def _finish(D):
 # ------------------------------------------------------------ numpy path
 
 def _np_sq_distances(grads):
+    """As the kernel: in float64, but a float32 input's sum over one of the
+    kernel's slices (SLICE columns) beyond the float32 range is +inf, as it
+    is in the kernel, so that Medoid's and Krum's scores count it as an
+    infinite term, not as a 1e40 that swamps the honest ones."""
     n, d = grads.shape
     D = np.zeros((n, n), np.float64)
+    limit = np.finfo(grads.dtype).max if grads.dtype == np.float32 else np.inf
     with np.errstate(invalid="ignore", over="ignore"):
-        for start in range(0, d, NP_BLOCK):
+        for start in range(0, d, NP_BLOCK):   # NP_BLOCK: a multiple of SLICE
             x = grads[:, start:start + NP_BLOCK].astype(np.float64)
+            pad = -x.shape[1] % SLICE
+            if pad:
+                x = np.pad(x, ((0, 0), (0, pad)))
             for i in range(n - 1):
                 diff = x[i + 1:] - x[i]
-                D[i, i + 1:] += np.einsum("ij,ij->i", diff, diff)
+                sq = (diff * diff).reshape(n - 1 - i, -1, SLICE).sum(axis=2)
+                sq[sq > limit] = np.inf
+                D[i, i + 1:] += sq.sum(axis=1)
     return D
 
 

@@ -177,3 +177,27 @@ def test_results_do_not_depend_on_the_thread_count(monkeypatch):
         results.append([make(name)(x) for name in aggregators.names()])
     for a, b in zip(*results):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("call, words", [
+    (lambda x, be: coordinate.trimmed_mean(x, -1, backend=be), ["b=-1", "n=4"]),
+    (lambda x, be: coordinate.trimmed_mean(x, 2, backend=be), ["b=2", "n=4"]),
+    (lambda x, be: coordinate.trimmed_mean(x, 1.5, backend=be), ["b=1.5"]),
+    (lambda x, be: coordinate.mean_around(x, 0, backend=be), ["m=0", "n=4"]),
+    (lambda x, be: coordinate.mean_around(x, 5, backend=be), ["m=5", "n=4"]),
+    (lambda x, be: coordinate.median(x, rows=[0, 9], backend=be), ["rows=[0, 9]", "0..3"]),
+    (lambda x, be: coordinate.median(x, rows=[-1, 2], backend=be), ["rows=[-1, 2]"]),
+    (lambda x, be: coordinate.median(x, rows=[], backend=be), ["rows"]),
+    (lambda x, be: coordinate.row_sum_mean(x, rows=[4], backend=be), ["rows=[4]", "n=4"]),
+])
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_public_kernels_check_their_arguments(call, words, backend):
+    """The compiled kernels do not check bounds: a bad b, m or row index is
+    refused before them (it read outside the array, or differed by backend)."""
+    if backend == "numba" and not coordinate.NUMBA_AVAILABLE:
+        pytest.skip("numba not installed")
+    x = np.arange(12, dtype=np.float32).reshape(4, 3)
+    with pytest.raises(ValueError) as err:
+        call(x, backend)
+    for w in words:
+        assert w in str(err.value)
