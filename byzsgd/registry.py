@@ -52,7 +52,13 @@ class Registry:
         self._fns = {}
 
     def register(self, name=None, *, override=False):
-        """Decorator registering ``fn`` under ``name`` (default: its __name__)."""
+        """Decorator registering ``fn`` under ``name`` (default: its __name__);
+        ``@register`` without parentheses registers under the __name__ too."""
+        if callable(name):   # bare @register: the function itself came as name
+            fn, name = name, None
+            return self.register(override=override)(fn)
+        if name is not None and not (isinstance(name, str) and name):
+            raise TypeError(f"{self.kind} names are non-empty strings, got {name!r}")
 
         def deco(fn):
             key = name or fn.__name__
