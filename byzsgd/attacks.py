@@ -57,7 +57,17 @@ def _check(grads, what):
 
 def _select(grads, rng, q, model, what):
     n, d = _check(grads, what)
-    return failures.resolve(model)(n, d, failures.check_q(n, q, what), rng)
+    q = failures.check_q(n, q, what)
+    return _named(what, failures.resolve(model), n, d, q, rng)
+
+
+def _named(what, fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` with its ValueErrors prefixed by the attack's
+    name (a failure model's own message names only the model)."""
+    try:
+        return fn(*args, **kwargs)
+    except ValueError as e:
+        raise ValueError(f"{what}: {e}") from None
 
 
 def _put(out, cells, values):
@@ -179,8 +189,8 @@ def bitflip(grads, rng, bits=(22, 30, 31, 32), dims=1000, per_dim=1, numbering="
         raise ValueError(f"bitflip flips float32 bit patterns; got {grads.dtype} "
                          f"gradients (convert with grads.astype(np.float32))")
     n, d = grads.shape
-    cells = failures.generalized(n, d, failures.check_q(n, per_dim, "bitflip per_dim"),
-                                 rng, dims=dims)
+    cells = _named("bitflip", failures.generalized, n, d,
+                   failures.check_q(n, per_dim, "bitflip", name="per_dim"), rng, dims=dims)
     values = cells.take(grads).view(np.uint32) ^ mask
     return _put(grads.copy(), cells, values.view(np.float32))
 
@@ -200,7 +210,8 @@ def gambler(grads, rng, servers=20, faulty=1, prob=0.0005, factor=-1e20, fixed=F
     exact in distribution. Paper: 20 servers, 1 faulty, prob=0.0005, -1e20.
     """
     n, d = _check(grads, "gambler")
-    shard = failures.sharded(n, d, n, rng, servers=servers, faulty=faulty, fixed=fixed)
+    shard = _named("gambler", failures.sharded, n, d, n, rng, servers=servers, faulty=faulty,
+                   fixed=fixed)
     cells = failures.thin(shard, prob, rng)
     out, info = _put(grads.copy(), cells, _scaled(cells.take(grads), factor))
     info["servers"] = [int(s) for s in shard.servers]

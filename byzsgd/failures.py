@@ -154,11 +154,17 @@ def _integer(name, value):
         raise ValueError(f"{name} must be an integer, got {value!r}") from None
 
 
-def check_q(n, q, what="failure model"):
-    """Return q as an int after checking 0 <= q <= n (ValueError otherwise)."""
-    q = _integer("q", q)
+def check_q(n, q, what="failure model", name="q"):
+    """Return q as an int after checking 0 <= q <= n (ValueError otherwise,
+    naming ``what`` and the parameter ``name``)."""
+    if isinstance(q, (bool, np.bool_)):   # True would count as one row
+        raise ValueError(f"{what}: {name} must be an integer, got {name}={q!r}")
+    try:
+        q = operator.index(q)
+    except TypeError:
+        raise ValueError(f"{what}: {name} must be an integer, got {name}={q!r}") from None
     if not 0 <= q <= n:
-        raise ValueError(f"{what}: q={q} Byzantine cells per coordinate is "
+        raise ValueError(f"{what}: {name}={q} Byzantine cells per coordinate is "
                          f"outside 0..n={n}")
     return q
 
