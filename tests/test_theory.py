@@ -37,7 +37,20 @@ def test_admissible_q():
     assert theory.median_admissible(20, 9) and not theory.median_admissible(20, 10)
     assert theory.median_admissible(21, 10) and not theory.median_admissible(21, 11)
     assert theory.max_q_krum(20) == 8 and theory.max_q_median(20) == 9
-    assert theory.max_q_median(21) == 10
+    assert theory.max_q_median(21) == 10 and theory.max_q_krum(3) == 0
+
+
+@pytest.mark.parametrize("call, words", [
+    (lambda: theory.krum_admissible(7.9, 2), ["n=7.9"]),
+    (lambda: theory.median_admissible(20, True), ["q=True"]),
+    (lambda: theory.max_q_krum(2), ["n=2", "n >= 3"]),
+    (lambda: theory.max_q_median(0), ["n=0"]),
+])
+def test_theory_helpers_refuse_bad_counts(call, words):
+    with pytest.raises(ValueError) as err:
+        call()
+    for w in words:
+        assert w in str(err.value)
 
 
 @pytest.mark.parametrize("fn, q", [(theory.eta0, 9), (theory.eta1, 10),
