@@ -15,6 +15,7 @@ import importlib
 import json
 import pkgutil
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -36,6 +37,8 @@ class _Inherit:
 
 
 INHERIT = _Inherit()
+#: seeds are below 2**31: MXNet's seed is a C int
+MAX_SEED = 2 ** 31
 
 
 @dataclass(frozen=True)
@@ -123,6 +126,11 @@ def _replace(spec, changes):
         raise ValueError(f"unknown Spec field(s) {', '.join(unknown)}; valid fields: "
                          f"{', '.join(sorted(fields))}")
     changes = dict(changes)
+    for key in ("arms", "seeds"):   # "Mean" would be 4 arms, 3 no seed list at all
+        if key in changes and (isinstance(changes[key], (str, bytes))
+                               or not isinstance(changes[key], Iterable)):
+            raise ValueError(f"{key} must be a list, got {key}={changes[key]!r} "
+                             f"(e.g. {key}=[{changes[key]!r}])")
     if changes.get("arms") and all(isinstance(a, str) for a in changes["arms"]):
         changes["arms"] = _select_arms(spec.arms, changes["arms"])
     if "seeds" in changes:
@@ -213,9 +221,11 @@ def preflight(spec, data_dir=None):
         raise ValueError(f"{spec.figure}: needs at least one arm and one seed "
                          f"(arms={len(spec.arms)}, seeds={list(spec.seeds)})")
     bad = [s for s in spec.seeds if isinstance(s, bool)
-           or not isinstance(s, (int, np.integer)) or s < 0]
+           or not isinstance(s, (int, np.integer)) or not 0 <= s < MAX_SEED]
     if bad:
-        raise ValueError(f"{spec.figure}: seeds must be non-negative integers, got {bad}")
+        # MXNet's seed is a C int: a larger seed would wrap onto a smaller one's weights
+        raise ValueError(f"{spec.figure}: seeds must be integers in 0..{MAX_SEED - 1}, "
+                         f"got {bad}")
     if len(set(spec.seeds)) != len(spec.seeds):
         raise ValueError(f"{spec.figure}: repeated seeds {list(spec.seeds)}")
     if spec.partition not in data.PARTITIONS:
@@ -229,8 +239,9 @@ def preflight(spec, data_dir=None):
                          f"distinct labels, groups or x values")
     for r in runs:
         _positive(spec, batch_size=r["batch_size"])
-        if not r["lr"] > 0:
-            raise ValueError(f"{spec.figure}/{r['label']}: lr={r['lr']} must be > 0")
+        lr = r["lr"]
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
+            raise ValueError(f"{spec.figure}/{r['label']}: lr={lr!r} must be a number > 0")
     x, y = data.load_raw(spec.dataset, data_dir, train=True)
     data.load_raw(spec.dataset, data_dir, train=False)
     classes = int(y.max()) + 1

@@ -14,7 +14,7 @@ import re
 import shutil
 from pathlib import Path
 
-__all__ = ["CKPT", "log_path", "read_log", "finished_runs"]
+__all__ = ["CKPT", "log_path", "read_log", "finished_runs", "check_figure_folder"]
 
 CKPT = ".ckpt"
 _CKPT_NAME = re.compile(r"^r(\d{8})$")
@@ -121,6 +121,46 @@ def _conflict(path, logged, cfg):
         what = ", ".join(f"{k}={logged.get(k)!r} there, {cfg.get(k)!r} now" for k in differ)
         raise ValueError(f"{path} holds a run with other settings ({what}); delete it "
                          f"or write elsewhere with --out")
+
+
+#: settings every run of one figure shares (arms may set their own rule,
+#: attack, lr and batch size; runs of one arm differ only in the seed)
+_FIGURE_KEYS = ("dataset", "model", "n", "rounds", "eval_every", "optimizer",
+                "optimizer_params", "topk", "partition")
+
+
+def _arm(cfg):
+    """The arm of a run: its run id without the seed (label, group and x)."""
+    return str(cfg.get("run_id", "")).rsplit("__seed", 1)[0]
+
+
+def check_figure_folder(out, configs):
+    """Refuse ``configs`` (runs of one figure) if the other logs of their
+    figure under ``out`` were run with other settings: the plot and the
+    report average over every log of an arm, so a seed run with --rounds 3
+    beside seeds run with 500 would be averaged silently. A log of the same
+    arm (run id but the seed) must agree in everything but the seed and run id, any other
+    log in the settings of _FIGURE_KEYS."""
+    if not configs:
+        return
+    planned = {log_path(out, cfg) for cfg in configs}
+    by_arm = {_arm(cfg): cfg for cfg in configs}
+    folder = Path(out) / configs[0]["figure"]
+    for path in sorted(folder.glob("*.jsonl")):
+        lines = read_log(path) if path not in planned else None
+        if not lines or lines[0].get("type") != "config":
+            continue   # its own log: _conflict; an empty or foreign file: not a run
+        logged, new = lines[0], by_arm.get(_arm(lines[0]))
+        keys = (set(logged) | set(new)) - set(_IGNORED_KEYS) - {"seed", "run_id"} \
+            if new is not None else _FIGURE_KEYS
+        ref = new if new is not None else configs[0]
+        differ = sorted(k for k in keys if logged.get(k) != ref.get(k))
+        if differ:
+            what = ", ".join(f"{k}={logged.get(k)!r} there, {ref.get(k)!r} now" for k in differ)
+            raise ValueError(
+                f"{path} holds a run of {ref['figure']} with other settings ({what}); "
+                "the plot and the report would average them together: use the same "
+                "settings, delete those logs, or write elsewhere with --out")
 
 
 # ------------------------------------------------------------ shared runs

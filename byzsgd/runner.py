@@ -56,9 +56,10 @@ from .experiment import _positive, preflight
 # storage (logs, checkpoints) is runlog's; log_path, read_log and CKPT are re-exported
 from .runlog import (CKPT, _Appender, _ckpt_root, _computation, _copy_run, _drop_checkpoints,
                      _finite, _resume_point, _rewrite, _rounds_done, _save_checkpoint,
-                     finished_runs, jsonable, log_path, read_log)
+                     check_figure_folder, finished_runs, jsonable, log_path, read_log)
 
-__all__ = ["run", "execute", "context", "log_path", "read_log", "CKPT", "THREAD_VARS"]
+__all__ = ["run", "execute", "context", "log_path", "read_log", "CKPT", "THREAD_VARS",
+           "BusyError"]
 
 #: Wall-clock seconds between checkpoints (taken at evaluations): the most
 #: work an interrupted run repeats.
@@ -197,6 +198,10 @@ class _Training:
             "round": round_, "elapsed": elapsed, "sampler": self.sampler.state()})
 
 
+class BusyError(RuntimeError):
+    """A run's log is held by another process (two `byzsgd run` at once)."""
+
+
 @contextlib.contextmanager
 def _exclusive(path):
     """Hold an exclusive lock on the run at ``path`` (two processes writing one
@@ -207,7 +212,7 @@ def _exclusive(path):
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise RuntimeError(f"{path} is being written by another process; wait for "
+            raise BusyError(f"{path} is being written by another process; wait for "
                                f"it to finish or stop it") from None
         try:
             yield
@@ -458,10 +463,11 @@ def run(spec, out="results", jobs=1, data_dir=None, progress=True, ctx="cpu",
         skip_dead=True, reuse=True):
     """Execute every (arm, seed) run of ``spec`` not done yet; return the log paths.
 
-    Settings are checked first (:func:`byzsgd.experiment.preflight`) and logs
-    of other settings under ``out`` are refused, so nothing trains on a bad
-    spec. ``jobs`` > 1 runs that many processes, each pinned to
-    ``spec.threads`` threads; with 1 job the runs are done here unless MXNet
+    Settings are checked first (:func:`byzsgd.experiment.preflight`), and so
+    are the logs of the figure already under ``out``
+    (:func:`byzsgd.runlog.check_figure_folder`): nothing trains on a bad spec
+    or beside runs of other settings. ``jobs`` > 1 runs that many processes,
+    each pinned to ``spec.threads`` threads; with 1 job the runs are done here unless MXNet
     is already loaded with another thread count. ``ctx``, ``skip_dead``: see
     :func:`execute`.
 
@@ -481,6 +487,7 @@ def run(spec, out="results", jobs=1, data_dir=None, progress=True, ctx="cpu",
     configs = preflight(spec, data_dir)
     context(ctx)
     data_dir = str(data.resolve_root(data_dir))
+    check_figure_folder(out, configs)
     paths = [log_path(out, cfg) for cfg in configs]
     done = [_rounds_done(p, cfg) for p, cfg in zip(paths, configs)]
     todo = [(cfg, p) for cfg, p, k in zip(configs, paths, done) if k < cfg["rounds"]]

@@ -351,7 +351,7 @@ def test_a_run_in_progress_is_locked(data_root, tmp_path):
     path.parent.mkdir(parents=True)
     with open(path.with_name(".mean__seed0.lock"), "w") as held:
         fcntl.flock(held, fcntl.LOCK_EX)
-        with pytest.raises(RuntimeError, match="being written by another process"):
+        with pytest.raises(runner.BusyError, match="being written by another process"):
             runner.execute(cfg, path, data_root)
     assert not path.exists()
 
@@ -397,8 +397,10 @@ def test_children_idle_threads_sleep_unless_the_user_says(monkeypatch, user, wan
     (dict(rounds=0), ["rounds=0"]),
     (dict(topk=11), ["topk=11"]),
     (dict(arms=(Arm("A", "mean"), Arm("a", "medoid"))), ["a__seed0"]),
-    (dict(seeds=(1.5, 1)), ["non-negative integers", "1.5"]),
-    (dict(seeds=(-1,)), ["non-negative integers", "-1"]),
+    (dict(seeds=(1.5, 1)), ["integers in 0..2147483647", "1.5"]),
+    (dict(seeds=(-1,)), ["integers in 0..2147483647", "-1"]),
+    (dict(seeds=(2 ** 32,)), ["integers in 0..2147483647", "4294967296"]),
+    (dict(lr="0.1"), ["lr='0.1'", "number > 0"]),
     (dict(threads=0), ["threads=0"]),
     (dict(optimizer_params={"momentum": "x"}), ["optimizer 'sgd'", "momentum"]),
     (dict(optimizer_params={"learning_rate": 0.5}), ["as lr", "learning_rate"]),
@@ -420,6 +422,30 @@ def test_existing_log_with_other_settings_is_refused(data_root, tmp_path):
         runner.run(dataclasses.replace(spec, rounds=3), out=tmp_path, data_dir=data_root,
                    progress=False)
     assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize("changes, words", [
+    (dict(seeds=(1,), rounds=3), ["mean__seed0.jsonl", "rounds=2 there, 3 now"]),
+    (dict(seeds=(1,), eval_every=2), ["eval_every=1 there, 2 now"]),
+    (dict(seeds=(1,), arms=(Arm("Mean", "mean", lr=0.2),)), ["lr=0.1 there, 0.2 now"]),
+    (dict(seeds=(1,), arms=(Arm("Medoid", "medoid"),), rounds=3), ["rounds=2 there, 3 now"]),
+])
+def test_runs_beside_other_settings_of_their_figure_are_refused(data_root, tmp_path,
+                                                                 changes, words):
+    """Other seeds or arms with other settings in one figure's folder would be
+    averaged together by the plot and the report: refused before training."""
+    spec = small_spec(arms=(Arm("Mean", "mean"),), rounds=2, eval_every=1, attack=None,
+                      attack_params={})
+    [path] = runner.run(spec, out=tmp_path, data_dir=data_root, progress=False)
+    with pytest.raises(ValueError) as err:
+        runner.run(dataclasses.replace(spec, **changes), out=tmp_path, data_dir=data_root,
+                   progress=False)
+    for word in words:
+        assert word in str(err.value)
+    assert sorted(p.name for p in path.parent.glob("*.jsonl")) == ["mean__seed0.jsonl"]
+    # the same settings, another seed and another arm: accepted
+    more = dataclasses.replace(spec, seeds=(1,), arms=(Arm("Mean", "mean"), Arm("Medoid", "medoid")))
+    runner.run(more, out=tmp_path, data_dir=data_root, progress=False)
 
 
 def test_arm_inherits_and_overrides_attack():
@@ -444,6 +470,10 @@ def test_override_quick_and_arm_selection():
     assert experiment.override(preset, quick=True, arms=["Krum"]).arms[0].rule == "krum"
     with pytest.raises(ValueError, match="valid labels: 'Mean', 'Medoid'"):
         experiment.override(spec, arms=["Krum"])
+    with pytest.raises(ValueError, match=r"arms must be a list, got arms='Mean' \(e.g. arms=\['Mean'\]\)"):
+        experiment.override(spec, arms="Mean")
+    with pytest.raises(ValueError, match="seeds must be a list, got seeds=3"):
+        experiment.override(spec, seeds=3)
 
 
 def test_figures_are_discovered():
