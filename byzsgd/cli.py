@@ -63,7 +63,7 @@ def _add_run_options(p):
                    help="run each run on a local ps-lite cluster (see byzsgd launch)")
     p.add_argument("-n", "--workers", type=int, metavar="N",
                    help="--distributed: workers (replaces the figure's n)")
-    p.add_argument("-s", "--servers", type=int, default=1, metavar="S",
+    p.add_argument("-s", "--servers", type=int, metavar="S",
                    help="--distributed: parameter servers (default 1)")
 
 
@@ -76,9 +76,11 @@ def _run_spec(spec, args, figure=None, plot=None):
     spec = override(spec, quick=args.quick, seeds=args.seeds, rounds=args.rounds,
                     eval_every=args.eval_every, arms=args.arms, threads=args.threads)
     out = _results(args)
+    _check_mode(args)
     if args.distributed:
         from . import distrun
-        distrun.run(spec, args.workers or spec.n, args.servers, out=out,
+        distrun.run(spec, spec.n if args.workers is None else args.workers,
+                    1 if args.servers is None else args.servers, out=out,
                     data_dir=args.data_dir)
     else:
         runner.run(spec, out=out, jobs=args.jobs, data_dir=args.data_dir,
@@ -90,6 +92,23 @@ def _run_spec(spec, args, figure=None, plot=None):
                                          source=spec.figure, **(plot or {})):
             print(path)
     return 0
+
+
+def _check_mode(args):
+    """Refuse options that the chosen mode would ignore."""
+    if not args.distributed:
+        given = [o for o, v in (("-n/--workers", args.workers), ("-s/--servers", args.servers))
+                 if v is not None]
+        if given:
+            raise ValueError(f"{' and '.join(given)} apply to --distributed runs only; a "
+                             "simulated run has the figure's n workers on one parameter server")
+        return
+    if args.jobs != 1:
+        raise ValueError(f"--distributed runs one cluster at a time: --jobs={args.jobs} "
+                         "must be 1 (or left out)")
+    if args.ctx.replace(" ", "") != "cpu":
+        raise ValueError(f"--distributed runs on the CPU: --ctx={args.ctx!r} must be cpu "
+                         "(or left out)")
 
 
 def _title(module):
@@ -169,15 +188,18 @@ def build_parser():
     p.add_argument("figure", help='"fig03" or a module name such as fig03_mnist_gaussian')
     _add_run_options(p)
     p.set_defaults(func=_cmd_run)
-    for name, func, what in (("plot", _cmd_plot, "plot a figure from its logs"),
-                             ("report", _cmd_report, "index page + table of final accuracies")):
+    for name, func, what, where in (
+            ("plot", _cmd_plot, "plot a figure from its logs",
+             "folder of the images (default <results>/plots)"),
+            ("report", _cmd_report, "index page + table of final accuracies",
+             "the Markdown file, or a folder for REPORT.md (default <results>/REPORT.md)")):
         p = sub.add_parser(name, help=what)
         if name == "plot":
             p.add_argument("figure")
         p.add_argument("--results", metavar="D", help=f"results folder (default {RESULTS})")
         p.add_argument("--quick", action="store_true",
                        help=f"use the quick results ({QUICK_RESULTS})")
-        p.add_argument("--out", metavar="D", help="where to write (default <results>/plots)")
+        p.add_argument("--out", metavar="D", help=where)
         p.set_defaults(func=func)
     for name, module in {**FORWARD, **DELEGATE}.items():
         sub.add_parser(name, add_help=False, help=f"same as python -m {module} ARGS")
@@ -195,9 +217,10 @@ def _guarded(func, args):
     """Run a command; user errors become one line on stderr and exit status 2."""
     from .data import DataError
     from .launch import ClusterError
+    from .runner import BusyError
     try:
         return func(args)
-    except (ValueError, TypeError, FileNotFoundError, DataError, ClusterError) as err:
+    except (ValueError, TypeError, OSError, DataError, ClusterError, BusyError) as err:
         if os.environ.get("BYZSGD_TRACEBACK"):
             raise
         print(f"byzsgd: error: {err}", file=sys.stderr)

@@ -118,6 +118,9 @@ def report(results="results", out=None):
     default ``<results>/REPORT.md``. Images stay in ``<results>/plots`` and
     are linked relatively. Returns the Markdown file's path.
     """
+    if not Path(results).is_dir():
+        raise FileNotFoundError(f"results folder {str(results)!r} does not exist "
+                                "(byzsgd run FIGURE writes its logs there; see --results)")
     out = Path(out) if out is not None else Path(results) / "REPORT.md"
     out = out if out.suffix.lower() == ".md" else out / "REPORT.md"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -171,3 +171,39 @@ def test_unavailable_gpu_is_refused_before_training(tmp_path, data_root, capsys)
                      "--data-dir", str(data_root), "--no-progress"]) == 2
     assert "sees 0 GPU" in capsys.readouterr().err
     assert not any(tmp_path.rglob("*.jsonl"))
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["-n", "4"], ["-n/--workers", "--distributed"]),
+    (["-s", "2"], ["-s/--servers", "--distributed"]),
+    (["--distributed", "--jobs", "2"], ["--jobs=2", "must be 1"]),
+    (["--distributed", "--ctx", "gpu(0)"], ["--ctx='gpu(0)'", "cpu"]),
+])
+def test_options_a_mode_would_ignore_are_refused(argv, words, tmp_path, data_root, capsys):
+    assert cli.main(["run", "fig02", "--seeds", "0", "--rounds", "1", "--arms", "Mean",
+                     "--out", str(tmp_path), "--data-dir", str(data_root), "--no-progress",
+                     *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("byzsgd: error:") and all(w in err for w in words)
+    assert not any(tmp_path.rglob("*.jsonl"))
+
+
+def test_report_of_a_missing_folder_is_an_error(tmp_path, capsys):
+    missing = tmp_path / "typo"
+    assert cli.main(["report", "--results", str(missing)]) == 2
+    assert "does not exist" in capsys.readouterr().err and not missing.exists()
+
+
+def test_report_help_says_where_it_writes(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["report", "--help"])
+    assert "REPORT.md" in capsys.readouterr().out
+
+
+def test_an_output_path_that_is_a_file_is_one_line(tmp_path, data_root, capsys):
+    out = tmp_path / "k.log"
+    out.write_text("")
+    assert cli.main(["run", "fig02", "--seeds", "0", "--rounds", "1", "--arms", "Mean",
+                     "--out", str(out), "--data-dir", str(data_root), "--no-progress",
+                     "--no-plot"]) == 2
+    assert capsys.readouterr().err.startswith("byzsgd: error:")
