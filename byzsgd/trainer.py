@@ -203,10 +203,14 @@ class ByzantineTrainer(gluon.Trainer):
             The per-sample losses of the workers computed: (n*b,), or the
             local workers' in distributed mode.
         """
+        n = self.num_workers
+        if data.shape[0] % n or label.shape[0] != data.shape[0]:
+            raise ValueError(f"backward_all: {data.shape[0]} samples and {label.shape[0]} "
+                             f"labels must split into n={n} equal worker batches")
         local = self.local_workers   # distributed mode: this process's workers
-        fused = self._fused_for(net, batched) if len(local) == self.num_workers else None
+        fused = self._fused_for(net, batched) if len(local) == n else None
         if fused is None:
-            b = data.shape[0] // self.num_workers
+            b = data.shape[0] // n
             losses = []
             for w in local:
                 with self.worker(w):
@@ -395,7 +399,12 @@ class ByzantineTrainer(gluon.Trainer):
         self._new_round()
 
     def save_states(self, fname):
-        """Write get_states() to ``fname`` atomically (temp file + rename)."""
+        """Write get_states() to ``fname`` atomically (temp file + rename).
+
+        The file holds byzsgd's own format (optimizer states plus the attack's
+        rng and the round): load it with a ByzantineTrainer. A stock
+        gluon.Trainer would read it without error but lose the optimizer
+        states (momentum restarts from zero)."""
         blob = self.get_states()
         folder = os.path.dirname(os.path.abspath(fname))
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=".states-")

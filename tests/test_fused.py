@@ -113,8 +113,11 @@ def test_uneven_batch_and_mixing_are_refused():
                           num_workers=N)
     loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
     x = mx.nd.ones((N * B + 1,) + shape[1:])
-    with pytest.raises(ValueError, match=f"n={N} equal worker batches"):
-        tr.backward_all(net, loss_fn, x, mx.nd.zeros((N * B + 1,)))
+    for batched in (None, False):   # the loop of worker blocks refuses it too
+        with pytest.raises(ValueError, match=f"n={N} equal worker batches"):
+            tr.backward_all(net, loss_fn, x, mx.nd.zeros((N * B + 1,)), batched=batched)
+    with pytest.raises(ValueError, match=f"{N * B} samples and {N * B - 1} labels"):
+        tr.backward_all(net, loss_fn, x[:N * B], mx.nd.zeros((N * B - 1,)), batched=False)
     with tr.worker(0):
         with mx.autograd.record():
             loss = loss_fn(net(mx.nd.ones((B,) + shape[1:])), mx.nd.zeros((B,)))
