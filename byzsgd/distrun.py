@@ -22,7 +22,7 @@ from pathlib import Path
 
 from . import data, launch, provenance
 from .experiment import override, preflight
-from .runlog import _Appender, _rewrite, _rounds_done, jsonable, log_path
+from .runlog import _Appender, _rewrite, _rounds_done, check_figure_folder, jsonable, log_path
 
 __all__ = ["run", "worker_main", "train"]
 
@@ -121,6 +121,7 @@ def run(spec, workers, servers, out="results", data_dir=None, round_timeout=120.
     from .runner import _child_environment
     spec = override(spec, n=workers)
     configs = preflight(spec, data_dir)
+    check_figure_folder(out, configs)
     data_dir = str(data.resolve_root(data_dir))
     paths = []
     for cfg in configs:

@@ -371,3 +371,16 @@ def test_cli_launch_and_distributed_run_refuse_bad_settings(data_root, capsys):
                      "--data-dir", str(data_root), "--no-plot", "--no-progress"])
     assert code == 2
     assert "krum needs n > 2q + 2, got n=4, q=6" in capsys.readouterr().err
+
+
+def test_distributed_runs_beside_other_settings_are_refused_before_a_cluster(tmp_path,
+                                                                            data_root):
+    """A simulated log of the figure with other rounds is there: refused, as
+    byzsgd run refuses it, before any cluster starts."""
+    from byzsgd import distrun, runner
+    spec = override(load_spec("fig02"), seeds=[0], rounds=1, eval_every=1, arms=["Mean"])
+    runner.run(spec, out=tmp_path, data_dir=data_root, progress=False)
+    with pytest.raises(ValueError, match="rounds=1 there, 2 now"):
+        distrun.run(override(spec, rounds=2, seeds=[1]), workers=20, servers=1, out=tmp_path,
+                    data_dir=data_root)
+    assert not (tmp_path / "fig02" / "mean__seed1.jsonl").exists()
