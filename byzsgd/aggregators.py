@@ -9,7 +9,8 @@ Rules are small pure functions registered by name::
 
 Byzantine values are normal input: NaN and +-inf never raise. Coordinate-wise
 rules treat NaN as +inf; vector rules never pick or weight a row holding a
-non-finite value while enough finite rows remain. Only an invalid
+non-finite value while some finite row scores better (Krum's and Medoid's
+scores count infinite terms first; see _lex_argsort for exact ties). Only an invalid
 configuration raises (ValueError naming n and q or b).
 
 The coordinate-wise work is in :mod:`byzsgd.coordinate`, distances and Gram
@@ -72,9 +73,15 @@ def _int(rule, name, value):
         raise ValueError(f"{rule} needs an integer {name}, got {name}={value!r}") from None
 
 
+def _real(value):
+    """Whether ``value`` is a real number (not a bool, None or a string)."""
+    return isinstance(value, (int, float, np.integer, np.floating)) \
+        and not isinstance(value, (bool, np.bool_))
+
+
 def _need(ok, rule, cond, n, **params):
     if not ok:
-        args = ", ".join(f"{k}={v}" for k, v in params.items())
+        args = ", ".join(f"{k}={v!r}" for k, v in params.items())
         raise ValueError(f"{rule} needs {cond}, got n={n}, {args}")
 
 
@@ -98,6 +105,15 @@ def _lex_argsort(inf_count, finite_sum, row):
     where two mutual nearest neighbours score the same) go to the row whose
     values come first in lexicographic order, so that the choice does not
     depend on the order of the workers. ``row(i)`` gives row i.
+
+    That tie-break does not look at finiteness. When every candidate's
+    terms are all infinite (a lone finite row among non-finite ones, or
+    gradients so large that their float32 distances overflow), it can pick
+    a row holding NaN or inf. Finite rows first would be closer to exact
+    arithmetic, but 35 committed runs (Krum and Medoid under the gambler
+    attack) met such ties, and 24 of them would crash 1-2 rounds later or
+    not at all, though none recovers above chance
+    (experiments/checks/mixed_ties.txt); the order is kept as logged.
     """
     order = np.lexsort((np.arange(len(finite_sum)), finite_sum, inf_count))
     c, f = inf_count[order], finite_sum[order]
@@ -274,7 +290,7 @@ def _weiszfeld(G, tol, max_iter):
         pull = _pull(G, w, alpha)
         residual = max(0.0, pull - eta) / n
         converged = eta == n or residual <= tol
-        if converged or it == max_iter:
+        if converged or it >= max_iter:
             break
         it += 1
         new = w / w.sum()
@@ -313,7 +329,7 @@ def _nothing_finite(grads):
 def _centred(grads):
     """Rows to use (those holding only finite values), their coordinate-wise
     median c and the float64 Gram matrix of those rows minus c; None when
-    no row is finite."""
+    no row is finite (or none can be squared in float64)."""
     c, G = distances.centred_gram(grads)
     if np.isfinite(np.diag(G)).all():
         return np.arange(len(G)), c, G
@@ -324,6 +340,8 @@ def _centred(grads):
         return None
     c, G = distances.centred_gram(grads, rows=rows)
     keep = np.isfinite(np.diag(G))  # float64 rows too large to square: left out
+    if not keep.any():
+        return None
     return rows[keep], c, G[np.ix_(keep, keep)]
 
 
@@ -340,8 +358,9 @@ def geomed(grads, tol=1e-6, max_iter=1000):
     iterations, objective (sum of distances), residual (|sum of unit vectors
     to the rows| / n, zero at the optimum), converged, finite_rows.
     """
+    max_iter = _int("geomed", "max_iter", max_iter)
     grads = _check(grads)
-    _need(tol > 0 and max_iter >= 1, "geomed", "tol > 0 and max_iter >= 1",
+    _need(_real(tol) and tol > 0 and max_iter >= 1, "geomed", "tol > 0 and max_iter >= 1",
           grads.shape[0], tol=tol, max_iter=max_iter)
     centred = _centred(grads)
     if centred is None:  # no finite row: nothing this rule can trust
@@ -363,9 +382,11 @@ def cclip(grads, tau, iters=3):
     has to refine it. Rows holding non-finite values are left out (all of
     them non-finite: the result is NaN).
     """
+    iters = _int("cclip", "iters", iters)
     grads = _check(grads)
     n = grads.shape[0]
-    _need(tau > 0 and iters >= 0, "cclip", "tau > 0 and iters >= 0", n, tau=tau, iters=iters)
+    _need(_real(tau) and tau > 0 and iters >= 0, "cclip", "tau > 0 and iters >= 0", n,
+          tau=tau, iters=iters)
     centred = _centred(grads)
     if centred is None:  # no finite row: nothing this rule can trust
         return _nothing_finite(grads), {"finite_rows": 0}

@@ -270,6 +270,7 @@ def test_geomed_optimality_condition(seed, scale):
 @pytest.mark.parametrize("name,params", [
     ("krum", {"q": 2.5}), ("meamed", {"q": True}), ("trmean", {"b": 1.5}),
     ("phocas", {"b": "2"}), ("bulyan", {"q": 1.0}), ("multikrum", {"q": 2, "m": 3.5}),
+    ("geomed", {"max_iter": 2.5}), ("cclip", {"tau": 1.0, "iters": 2.5}),
 ])
 def test_row_counts_must_be_integers(name, params):
     """q, b, m count rows: a fractional one is refused, naming it, rather than
@@ -288,3 +289,51 @@ def test_whole_vector_rules_give_nan_when_no_row_is_finite(name, params):
     rule = aggregators.get(name, **params)
     out = rule(g)
     assert out.shape == (7,) and np.isnan(out).all() and rule.info["finite_rows"] == 0
+
+
+@pytest.mark.parametrize("params", [{"tau": None}, {"tau": "1"}, {"tau": 0.0}])
+def test_cclip_tau_must_be_a_positive_number(params):
+    with pytest.raises(ValueError, match=f"cclip needs tau > 0 .*n=5, tau={params['tau']!r}"):
+        aggregators.get("cclip", **params)(np.zeros((5, 3), np.float32))
+
+
+@pytest.mark.parametrize("name,params", [("geomed", {}), ("cclip", {"tau": 1.0})])
+def test_whole_vector_rules_give_nan_when_no_row_can_be_squared(name, params):
+    """float64 rows too large to square are left out like non-finite ones;
+    all of them left out: NaN, not a ZeroDivisionError."""
+    rule = aggregators.get(name, **params)
+    out = rule(np.array([[1e200, 0.0], [-1e200, 1.0]]))
+    assert np.isnan(out).all() and rule.info["finite_rows"] == 0
+
+
+@pytest.mark.parametrize("name,params", [("krum", {"q": 8}), ("multikrum", {"q": 8}),
+                                         ("medoid", {}), ("bulyan", {"q": 4})])
+def test_backends_select_the_same_rows_under_omniscient_attack(name, params, monkeypatch):
+    """The numpy path counts a float32 distance beyond the float32 range as
+    +inf, as the kernel does; summed in float64 as 1e40 it swamped the
+    honest distances in Medoid's and Bulyan's scores."""
+    from byzsgd import attacks
+    for seed in range(4):
+        x = np.random.default_rng(seed).normal(size=(20, 1000)).astype(np.float32)
+        x = attacks.get("omniscient", q=6)(x, np.random.default_rng(seed))
+        chosen = []
+        for flag in ("0", "1"):
+            monkeypatch.setenv("BYZSGD_NO_NUMBA", flag)
+            rule = aggregators.get(name, **params)
+            rule(x)
+            chosen.append(rule.info["selected"])
+        assert chosen[0] == chosen[1]
+
+
+def test_bare_register_decorator_registers_under_the_function_name():
+    @aggregators.register
+    def test_bare_first_row(grads):
+        return grads[0].copy()
+
+    try:
+        assert callable(test_bare_first_row) and "test_bare_first_row" in aggregators.names()
+        np.testing.assert_array_equal(aggregators.get("test_bare_first_row")(np.eye(2)), [1, 0])
+    finally:
+        aggregators.REGISTRY.unregister("test_bare_first_row")
+    with pytest.raises(TypeError, match="non-empty strings"):
+        aggregators.register(3)
