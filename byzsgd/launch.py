@@ -166,11 +166,15 @@ class Cluster:
         self.specs, self.timeout, self.grace = processes, timeout, grace
         self.procs = []
         self.message = None
-        for label, argv, extra in processes:
-            env = {**os.environ, **extra}
-            env.setdefault("OMP_NUM_THREADS", "1")
-            self.procs.append((label, subprocess.Popen(
-                argv, env=env, preexec_fn=_child_setup, stdout=stdout, stderr=stderr)))
+        try:
+            for label, argv, extra in processes:
+                env = {**os.environ, **extra}
+                env.setdefault("OMP_NUM_THREADS", "1")
+                self.procs.append((label, subprocess.Popen(
+                    argv, env=env, preexec_fn=_child_setup, stdout=stdout, stderr=stderr)))
+        except BaseException:
+            self.stop(wait=1.0)   # the ones started: a caller that lives on would keep them
+            raise
 
     def workers(self):
         return [(lab, p) for lab, p in self.procs if lab.startswith("worker")]
@@ -191,7 +195,10 @@ class Cluster:
                 code = codes[lab]
                 if code is None or code == 0:
                     continue
-                return self.fail(f"{lab} (pid {p.pid}) {_describe(code)}",
+                # "#k" counts processes in launch order; ps-lite ranks them in
+                # the order they register, so the process's own message
+                # (above, "byzsgd server R: ...") names its rank
+                return self.fail(f"{lab} (pid {p.pid}, launch order) {_describe(code)}",
                                  code if code > 0 else 128 - code)
             if all(codes[lab] == 0 for lab, _ in self.workers()):
                 workers_done = workers_done or now
@@ -283,7 +290,7 @@ def main(argv=None):
         if args.server_config:
             with open(args.server_config, encoding="utf-8") as f:
                 sealed = f.read()
-            psconfig.parse(sealed, args.servers)
+            psconfig.parse(sealed, args.servers, args.workers)
         return launch(command, args.workers, args.servers, hosts=hosts,
                       timeout=args.timeout, grace=args.grace,
                       round_timeout=args.round_timeout, server_config=sealed)

@@ -55,7 +55,10 @@ def blocks(d, servers, placement):
     """[(start, stop, server)] of the non-empty blocks of a d-vector."""
     if placement == "whole":
         return [(0, int(d), 0)]
-    cuts = np.cumsum([0] + [len(a) for a in np.array_split(np.arange(d), servers)])
+    # np.array_split's sizes, without an index array of d entries (d comes
+    # from a worker's message and may be up to 2**31 - 1)
+    q, r = divmod(int(d), int(servers))
+    cuts = np.cumsum([0] + [q + 1] * r + [q] * (int(servers) - r))
     return [(int(a), int(b), s) for s, (a, b) in enumerate(zip(cuts[:-1], cuts[1:])) if b > a]
 
 
@@ -110,11 +113,13 @@ def _count(what, value, low, high=None):
     return value
 
 
-def parse(text, num_servers=None):
+def parse(text, num_servers=None, num_workers=None):
     """The checked configuration dict of message ``text``; ConfigError
     (naming the field, the value and the limit) for anything else.
 
-    ``num_servers``: the cluster's server count, which the message must match.
+    ``num_servers``, ``num_workers``: the cluster's counts, which the message
+    must match (checked before the rule runs on an (n, 1) probe: a claimed
+    n of 100000 would allocate a 100000 x 100000 distance matrix).
     Optimizer names are checked by the server (see byzsgd.psserver).
     """
     from . import aggregators   # here: the scheduler imports this module too
@@ -141,6 +146,8 @@ def parse(text, num_servers=None):
     servers = _count("num_servers", cfg["num_servers"], 1, 10000)
     if num_servers is not None and servers != num_servers:
         raise ConfigError(f"num_servers={servers} but this cluster has {num_servers} servers")
+    if num_workers is not None and n != num_workers:
+        raise ConfigError(f"num_workers={n} but this cluster has {num_workers} workers")
     _count("d", cfg["d"], 1, 2 ** 31 - 1)
     t = cfg["timeout"]
     if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t <= 86400:
@@ -151,8 +158,9 @@ def parse(text, num_servers=None):
     params = _plain_params("rule_params", cfg["rule_params"])
     try:
         aggregators.validate((cfg["rule"], params), n)
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"rule {cfg['rule']!r} with {params}: {err}") from None
+    except Exception as err:   # noqa: BLE001 - whatever a message's values make a rule do
+        raise ConfigError(f"rule {cfg['rule']!r} with {params}: "
+                          f"{type(err).__name__}: {err}") from None
     if cfg["placement"] != placement_of(cfg["rule"]):
         raise ConfigError(f"placement={cfg['placement']!r} for rule {cfg['rule']!r}: "
                           f"only {sorted(COORDINATE_WISE)} may be sharded across servers; "
@@ -160,7 +168,8 @@ def parse(text, num_servers=None):
     if not isinstance(cfg["optimizer"], str):
         raise ConfigError(f"optimizer must be a name, got {cfg['optimizer']!r}")
     _plain_params("optimizer_params", cfg["optimizer_params"])
-    cfg["server_attack"] = _server_attack(cfg["server_attack"], n, servers)
+    cfg["server_attack"] = _server_attack(cfg["server_attack"], n, servers,
+                                          blocks(cfg["d"], servers, cfg["placement"]))
     return cfg
 
 
@@ -168,9 +177,11 @@ def _refuse_constant(c):
     raise ValueError(f"{c} is not a number byzsgd accepts")
 
 
-def _server_attack(spec, n, servers):
+def _server_attack(spec, n, servers, spans=()):
     """None, or {"attack", "params", "servers", "seed"}: the attack the listed
-    (faulty) servers apply to the (n, block) matrix of their shard."""
+    (faulty) servers apply to the (n, block) matrix of their shard (``spans``:
+    the blocks, see :func:`blocks`); run once on a zero matrix as wide as
+    the smallest faulty block (at most 2**24 cells), as rules are probed."""
     from . import attacks
     if spec is None:
         return None
@@ -182,7 +193,7 @@ def _server_attack(spec, n, servers):
                           f"{', '.join(attacks.names())}")
     params = _plain_params("server_attack.params", spec["params"])
     try:
-        attacks.get(spec["attack"], **params)
+        attack = attacks.get(spec["attack"], **params)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"server attack {spec['attack']!r}: {err}") from None
     faulty = spec["servers"]
@@ -191,4 +202,12 @@ def _server_attack(spec, n, servers):
     for s in faulty:
         _count("server_attack.servers[]", s, 0, servers - 1)
     _count("server_attack.seed", spec["seed"], 0, 2 ** 63 - 1)
+    sizes = [b - a for a, b, server in spans if server in faulty]
+    if sizes:
+        probe_cols = max(1, min(min(sizes), 2 ** 24 // n))
+        try:
+            attack(np.zeros((n, probe_cols), np.float32), np.random.default_rng(0))
+        except Exception as err:   # noqa: BLE001 - refused here, not at the first round
+            raise ConfigError(f"server attack {spec['attack']!r} with {params} on an (n={n}, "
+                              f"{probe_cols}) shard: {type(err).__name__}: {err}") from None
     return spec

@@ -84,7 +84,10 @@ class Server:
         self.mx, self.kv = mx, kv
         self.rank = None
         self.num_servers = int(os.environ.get("DMLC_NUM_SERVER", "1"))
-        self.sealed = psconfig.parse(sealed, self.num_servers) if sealed else None
+        self.num_workers = int(os.environ["DMLC_NUM_WORKER"]) \
+            if "DMLC_NUM_WORKER" in os.environ else None
+        self.sealed = psconfig.parse(sealed, self.num_servers, self.num_workers) \
+            if sealed else None
         self.cfg = None
         self.refused = 0
         self.lock = threading.Lock()
@@ -107,7 +110,7 @@ class Server:
 
     def _configure(self, cmd_id, body):
         try:
-            cfg = psconfig.parse(body, self.num_servers)
+            cfg = psconfig.parse(body, self.num_servers, self.num_workers)
             self._check_optimizer(cfg)
         except psconfig.ConfigError as err:
             self.refused += 1

@@ -292,6 +292,39 @@ def test_config_refuses_pickles_and_bad_settings():
         psconfig.parse(good, num_servers=3)
 
 
+def test_config_from_a_byzantine_worker_cannot_crash_a_server():
+    """What a message's values make a rule or an attack do is a refusal, not
+    a server's death: a claimed n beyond the cluster's (a 100000 x 100000
+    distance matrix), a rule that raises something else than ValueError, a
+    server attack that fails on the shard it would attack, a d of 2**31 - 1."""
+    good = json.loads(psconfig.make("medoid", {}, "sgd", {"learning_rate": 0.1}, 2, 2, 10))
+    with pytest.raises(psconfig.ConfigError, match="num_workers=100000 but this cluster has 2"):
+        psconfig.parse(json.dumps({**good, "num_workers": 100000}), 2, 2)
+    with pytest.raises(psconfig.ConfigError, match="ZeroDivisionError"):
+        psconfig.parse(json.dumps({**good, "rule": "cclip", "rule_params": {"tau": 10 ** 30}}),
+                       2, 2)
+    attack = {"attack": "signflip", "params": {"q": 9}, "servers": [1], "seed": 0}
+    with pytest.raises(psconfig.ConfigError, match=r"signflip.*\(n=2, 5\) shard.*q=9"):
+        psconfig.parse(json.dumps({**good, "rule": "marmed", "placement": "sharded",
+                                   "server_attack": attack}), 2, 2)
+    attack["params"] = {"q": 1}
+    assert psconfig.parse(json.dumps({**good, "rule": "marmed", "placement": "sharded",
+                                      "server_attack": attack, "d": 2 ** 31 - 1}), 2, 2)
+    assert psconfig.blocks(2 ** 31 - 1, 2, "sharded")[1] == (1073741824, 2147483647, 1)
+
+
+def test_a_cluster_that_fails_to_start_leaves_no_process(tmp_path):
+    procs = launch.plan(["/nonexistent/command"], 2, 1)
+    before = set(os.listdir("/proc"))
+    with pytest.raises(FileNotFoundError):
+        launch.Cluster(procs)
+    time.sleep(0.5)
+    new = [p for p in set(os.listdir("/proc")) - before if p.isdigit()]
+    alive = [p for p in new if Path(f"/proc/{p}/cmdline").exists()
+             and b"byzsgd.psserver" in Path(f"/proc/{p}/cmdline").read_bytes()]
+    assert not alive
+
+
 @pytest.mark.parametrize("servers", [1, 2, 3, 7])
 def test_key_table_places_each_block_on_its_server(servers):
     spans = psconfig.blocks(1000, servers, "sharded")
