@@ -194,19 +194,31 @@ def _draw_final_vs_x(fig, runs, opts):
     for arm in series(runs):
         by_label.setdefault(arm["label"], []).append(arm)
     handles, ticks = [], set()
+    # the figure's last round: a point whose arm stopped earlier is marked
+    end = max((e["round"] for r in runs for e in r["evals"][-1:]), default=None)
     for arms, st in zip(by_label.values(), _arm_styles([a[0] for a in by_label.values()])):
         merged = dict(arms[0], runs=[r for a in arms for r in a["runs"]])
         if all(a["x"] is None for a in arms) and arms[0]["reference"]:  # a level to beat
-            final = np.nanmean(final_values(merged["runs"], opts["metric"])[1])
-            handles.append(ax.axhline(final, label=_legend_label(merged), **st))
+            values = final_values(merged["runs"], opts["metric"])[1]
+            if np.isfinite(values).any():
+                handles.append(ax.axhline(np.nanmean(values), label=_legend_label(merged), **st))
             continue
-        pts = sorted((float(a["x"]), final_values(a["runs"], opts["metric"])[1])
-                     for a in arms if a["x"] is not None)
+        pts = []
+        for a in arms:
+            last, values, _ = final_values(a["runs"], opts["metric"])
+            if a["x"] is not None and np.isfinite(values).any():   # no evaluation yet: no point
+                pts.append((float(a["x"]), values, last))
+        pts.sort(key=lambda p: p[0])
         if pts:
-            x, mean = np.array([p[0] for p in pts]), np.array([np.nanmean(v) for _, v in pts])
-            err = [mean - [np.nanmin(v) for _, v in pts], [np.nanmax(v) for _, v in pts] - mean]
+            x, mean = np.array([p[0] for p in pts]), np.array([np.nanmean(v) for _, v, _ in pts])
+            err = [mean - [np.nanmin(v) for _, v, _ in pts],
+                   [np.nanmax(v) for _, v, _ in pts] - mean]
             handles.append(ax.errorbar(x, mean, yerr=err, label=_legend_label(merged),
                                        capsize=3, **st))
+            for xi, mi, (_, _, last) in zip(x, mean, pts):
+                if last != end:   # not a final value: say which round it is
+                    ax.annotate(f"round {last}", (xi, mi), textcoords="offset points",
+                                xytext=(4, 4), fontsize=7, color=st.get("color"))
             ticks.update(x)
     if ticks and all(float(v).is_integer() for v in ticks):
         ax.set_xticks(sorted(ticks))

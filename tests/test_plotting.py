@@ -158,6 +158,24 @@ def test_final_vs_x_points_at_x_with_means(tmp_path):
     assert min(finals[("Krum", 8)]) == DIVERGED_ACCURACY
 
 
+def test_final_vs_x_skips_arms_without_evaluations_and_marks_unfinished_ones(tmp_path):
+    """An x whose runs logged only their config line has no point (it
+    crashed plot and report); one whose runs stopped early is annotated
+    with the round its value is from."""
+    plot = {"kind": "final_vs_x", "xlabel": "q"}
+    for q in (1, 2, 4):
+        for seed in (0, 1):
+            path = write_run(tmp_path, "fig08", "Krum", seed, rule="krum", x=q, final=0.5,
+                             plot=plot, stop_at=30 if q == 2 else None)
+            if q == 4:   # only the config line
+                path.write_text(path.read_text().splitlines()[0] + "\n")
+    fig = plotting.build_figure(plotting.load_runs(tmp_path, "fig08"))
+    ax = fig.axes[0]
+    [bars] = ax.containers
+    assert list(bars[0].get_xdata()) == [1, 2]
+    assert [t.get_text() for t in ax.texts] == ["round 30"]
+
+
 def test_groups_one_panel_per_group(tmp_path):
     plot = {"kind": "groups", "title": "MNIST, no failure, batch size varies"}
     for bs in (32, 64, 128):
