@@ -62,6 +62,7 @@ def test_inspect_results(data_root, tmp_path, monkeypatch):
         "assert df.groupby(['run_id', 'round']).size().eq(1).all()",
         "assert set(final.index) == {'Mean', 'MarMed', 'Mean without failures'}",
         "assert (final['seeds'] == 2).all() and (final['round'] == 10).all()",
+        "assert (final['left_out'] == 0).all()",
         "assert final.loc['Mean', 'mean'] < final.loc['MarMed', 'mean']",
         "assert abs(gap['Mean without failures']).max() == 0",
     ])
@@ -89,3 +90,25 @@ def test_extend(data_root, tmp_path, monkeypatch):
     logs = sorted(p.name for p in (out / "nb_extend").glob("*.jsonl"))
     assert logs == sorted(f"{s}__seed0.jsonl" for s in (
         "mean", "marmed", "meamed", "midmean-new", "mean-without-failures"))
+
+
+def test_inspect_results_keeps_arms_apart_and_leaves_out_unfinished_runs(tmp_path,
+                                                                          monkeypatch):
+    """Arms that share a label (Fig. 8's one point per q) stay apart, and a
+    run that stopped early is not averaged in as if it had finished."""
+    from synthetic_logs import write_run
+    results = tmp_path / "results"
+    plot = {"kind": "final_vs_x", "xlabel": "q"}
+    for q in (1, 2):
+        for seed in (0, 1, 2):
+            write_run(results, "xfig", "Krum", seed, rule="krum", x=q, final=0.5 + 0.1 * q,
+                      plot=plot, stop_at=30 if (q, seed) == (2, 0) else None)
+    monkeypatch.setenv("BYZSGD_RESULTS", str(results))
+    monkeypatch.setenv("BYZSGD_FIGURE", "xfig")
+    monkeypatch.delenv("BYZSGD_ZOOM", raising=False)
+    execute("inspect_results.ipynb", tmp_path, [
+        "assert set(final.index) == {'Krum [x 1]', 'Krum [x 2]'}",
+        "assert final.loc['Krum [x 2]', 'seeds'] == 2 and final.loc['Krum [x 2]', 'left_out'] == 1",
+        "assert final.loc['Krum [x 1]', 'left_out'] == 0 and (final['round'] == 100).all()",
+        "assert abs(final.loc['Krum [x 2]', 'mean'] - 0.7) < 1e-9",
+    ])
