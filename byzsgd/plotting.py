@@ -248,11 +248,15 @@ def _draw_groups(fig, runs, opts):
     rows = -(-len(keys) // cols)
     fig.set_size_inches(4.6 * cols, 3.8 * rows + 1.4)
     axes = fig.subplots(rows, cols, squeeze=False, sharey=True).ravel()
-    handles = {}
+    handles, runs_of = {}, {}   # by label: one legend entry, its runs in every panel
     for ax, key in zip(axes, keys):
-        for line in _draw_arms(ax, series(groups[key]), opts):
-            handles.setdefault(line.get_label(), line)
+        arms = series(groups[key])
+        for arm, line in zip(arms, _draw_arms(ax, arms, opts)):
+            handles.setdefault(arm["label"], line)
+            runs_of.setdefault(arm["label"], []).extend(arm["runs"])
         _title(ax, _group_title(opts, key, groups[key]))
+    for label, line in handles.items():   # divergence counted over all panels
+        line.set_label(_legend_label({"label": label, "x": None, "runs": runs_of[label]}))
     for ax in axes[len(keys):]:
         ax.set_visible(False)
     fig.suptitle(opts["title"])

@@ -196,6 +196,19 @@ def test_groups_one_panel_per_group(tmp_path):
     assert titled.axes[0].get_title() == "b=32"
 
 
+def test_groups_legend_counts_divergence_over_all_panels(tmp_path):
+    """One legend for the figure: one entry per rule, its count over every
+    panel (it showed one entry per panel's count, with no panel named)."""
+    plot = {"kind": "groups"}
+    for bs, bad in ((32, {0}), (64, {0, 1, 2}), (128, set())):
+        for seed in range(4):
+            write_run(tmp_path, "fig09", "Krum", seed, rule="krum", group=bs, batch_size=bs,
+                      plot=plot, diverged_at=50 if seed in bad else None)
+            write_run(tmp_path, "fig09", "Mean", seed, group=bs, batch_size=bs, plot=plot)
+    fig = plotting.build_figure(plotting.load_runs(tmp_path, "fig09"))
+    assert sorted(_legend_texts(fig)) == ["Krum [4/12 diverged]", "Mean"]
+
+
 def test_unknown_kind_and_bad_zoom_are_refused(scenario):
     runs = plotting.load_runs(scenario[0], "fig03")
     with pytest.raises(ValueError, match="curves"):
