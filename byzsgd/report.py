@@ -81,7 +81,8 @@ def _table(rows, metric_name):
         ["Round", f"Final {metric_name} (mean \u00b1 std)", "Used", "Runs", "Diverged", "Incomplete"]
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        acc = "no evaluation yet" if not r["used"] else (
+        acc = "no evaluation yet" if r["round"] is None else \
+            "no finite value (every one null)" if not r["used"] else (
             f"{r['mean']:.4f} \u00b1 " + (f"{r['std']:.4f}" if r["used"] > 1 else "n/a"))
         label = r["label"] + (" (reference)" if r["reference"] else "")
         cells = [label] + [r[k] for k in extra] + \

@@ -70,3 +70,17 @@ def test_figures_and_final_table_api(tmp_path):
     rows = report.final_table(plotting.load_runs(tmp_path, "fig02"))
     assert [r["label"] for r in rows] == ["Mean (no failure)", "Mean", "Krum", "MeaMed"]
     assert report.figures(tmp_path / "absent") == []
+
+
+def test_report_says_when_every_value_is_null(tmp_path):
+    """Logs from elsewhere may hold null (non-finite) values: an arm whose
+    every final value is null is said to be so, not "no evaluation yet"."""
+    for seed in (0, 1):
+        path = write_run(tmp_path, "fig03", "Mean", seed)
+        lines = path.read_text().splitlines()
+        path.write_text("\n".join(re.sub(r'"top1": [0-9.e-]+', '"top1": null', ln)
+                                  for ln in lines) + "\n")
+    write_run(tmp_path, "fig03", "MarMed", 0, rule="marmed")
+    rows = {r[0]: r[1:] for r in _rows(plotting.report(tmp_path).read_text(), "fig03")}
+    assert rows["Mean"][1] == "no finite value (every one null)"
+    assert rows["MarMed"][1].startswith("0.9")
