@@ -28,6 +28,7 @@ import operator
 import numpy as np
 
 from . import coordinate, distances
+from .checks import is_real
 from .registry import Registry
 
 __all__ = ["REGISTRY", "register", "names", "get", "resolve", "validate",
@@ -71,12 +72,6 @@ def _int(rule, name, value):
         return operator.index(value)
     except TypeError:
         raise ValueError(f"{rule} needs an integer {name}, got {name}={value!r}") from None
-
-
-def _real(value):
-    """Whether ``value`` is a real number (not a bool, None or a string)."""
-    return isinstance(value, (int, float, np.integer, np.floating)) \
-        and not isinstance(value, (bool, np.bool_))
 
 
 def _need(ok, rule, cond, n, **params):
@@ -360,7 +355,7 @@ def geomed(grads, tol=1e-6, max_iter=1000):
     """
     max_iter = _int("geomed", "max_iter", max_iter)
     grads = _check(grads)
-    _need(_real(tol) and tol > 0 and max_iter >= 1, "geomed", "tol > 0 and max_iter >= 1",
+    _need(is_real(tol) and tol > 0 and max_iter >= 1, "geomed", "tol > 0 and max_iter >= 1",
           grads.shape[0], tol=tol, max_iter=max_iter)
     centred = _centred(grads)
     if centred is None:  # no finite row: nothing this rule can trust
@@ -385,7 +380,7 @@ def cclip(grads, tau, iters=3):
     iters = _int("cclip", "iters", iters)
     grads = _check(grads)
     n = grads.shape[0]
-    _need(_real(tau) and tau > 0 and iters >= 0, "cclip", "tau > 0 and iters >= 0", n,
+    _need(is_real(tau) and tau > 0 and iters >= 0, "cclip", "tau > 0 and iters >= 0", n,
           tau=tau, iters=iters)
     centred = _centred(grads)
     if centred is None:  # no finite row: nothing this rule can trust

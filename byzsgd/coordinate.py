@@ -26,10 +26,11 @@ input other than float32 (unless ``backend="numba"``), when numba is
 missing, when BYZSGD_NO_NUMBA=1, or with ``backend="numpy"``.
 """
 import functools
-import operator
 import os
 
 import numpy as np
+
+from .checks import integer
 
 try:
     import numba
@@ -157,21 +158,12 @@ def _rows(grads, rows):
 def _counts(mode, n, b, m):
     """Check b (values trimmed at each end) and m (values averaged) for the
     statistic ``mode`` of n values: the kernels do not check bounds."""
-    b, m = _index("b", b), _index("m", m)
+    b, m = integer("b", b), integer("m", m)
     if mode in (TRMEAN, AROUND_TRMEAN) and not 0 <= 2 * b < n:
         raise ValueError(f"trimming b={b} values at each end needs 0 <= 2b < n, got n={n}")
     if mode in (AROUND_MEDIAN, AROUND_TRMEAN) and not 1 <= m <= n:
         raise ValueError(f"averaging m={m} values needs 1 <= m <= n, got n={n}")
     return b, m
-
-
-def _index(name, value):
-    if isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"{name} must be an integer, got {name}={value!r}")
-    try:
-        return operator.index(value)
-    except TypeError:
-        raise ValueError(f"{name} must be an integer, got {name}={value!r}") from None
 
 
 # ------------------------------------------------------------ numpy path

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import aggregators, attacks, data
+from .checks import is_real
 
 __all__ = ["INHERIT", "Arm", "Spec", "override", "run_id", "resolve_runs", "preflight",
            "figures", "load_figure", "load_spec", "main"]
@@ -240,7 +241,7 @@ def preflight(spec, data_dir=None):
     for r in runs:
         _positive(spec, batch_size=r["batch_size"])
         lr = r["lr"]
-        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
+        if not is_real(lr) or not lr > 0:
             raise ValueError(f"{spec.figure}/{r['label']}: lr={lr!r} must be a number > 0")
     x, y = data.load_raw(spec.dataset, data_dir, train=True)
     data.load_raw(spec.dataset, data_dir, train=False)

@@ -18,10 +18,9 @@ All three share one interface (``shape``, ``count``, ``take``, ``put``,
 ``take``/``put`` are laid out in ``shape`` (the cells' canonical layout).
 Pure numpy; no mxnet.
 """
-import operator
-
 import numpy as np
 
+from .checks import integer
 from .registry import Registry
 
 __all__ = ["REGISTRY", "register", "names", "get", "resolve", "Cells", "Rows",
@@ -147,22 +146,10 @@ class Sparse(Cells):
 # --------------------------------------------------------------------------
 # Checks and sampling helpers
 # --------------------------------------------------------------------------
-def _integer(name, value):
-    try:
-        return operator.index(value)
-    except TypeError:
-        raise ValueError(f"{name} must be an integer, got {value!r}") from None
-
-
 def check_q(n, q, what="failure model", name="q"):
     """Return q as an int after checking 0 <= q <= n (ValueError otherwise,
     naming ``what`` and the parameter ``name``)."""
-    if isinstance(q, (bool, np.bool_)):   # True would count as one row
-        raise ValueError(f"{what}: {name} must be an integer, got {name}={q!r}")
-    try:
-        q = operator.index(q)
-    except TypeError:
-        raise ValueError(f"{what}: {name} must be an integer, got {name}={q!r}") from None
+    q = integer(name, q, what)
     if not 0 <= q <= n:
         raise ValueError(f"{what}: {name}={q} Byzantine cells per coordinate is "
                          f"outside 0..n={n}")
@@ -170,7 +157,7 @@ def check_q(n, q, what="failure model", name="q"):
 
 
 def _check_shape(n, d):
-    n, d = _integer("n", n), _integer("d", d)
+    n, d = integer("n", n), integer("d", d)
     if n < 1 or d < 0:
         raise ValueError(f"need n >= 1 workers and d >= 0 coordinates, got n={n}, d={d}")
     return n, d
@@ -246,7 +233,7 @@ def generalized(n, d, q, rng, dims=None):
     """
     n, d = _check_shape(n, d)
     q = check_q(n, q, "generalized")
-    m = d if dims is None else _integer("dims", dims)
+    m = d if dims is None else integer("dims", dims)
     if not 0 <= m <= d:
         raise ValueError(f"generalized: dims={m} is outside 0..d={d}")
     rows = _all_rows(n, m) if q == n else _rows_per_column(n, q, m, rng)
@@ -269,7 +256,7 @@ def sharded(n, d, q, rng, servers=20, faulty=1, fixed=False):
     """
     n, d = _check_shape(n, d)
     q = check_q(n, q, "sharded")
-    servers, faulty = _integer("servers", servers), _integer("faulty", faulty)
+    servers, faulty = integer("servers", servers), integer("faulty", faulty)
     if not 1 <= servers <= max(d, 1):
         raise ValueError(f"sharded: servers={servers} must be in 1..d={d} "
                          f"(every server holds at least one coordinate)")

@@ -27,6 +27,8 @@ import json
 
 import numpy as np
 
+from .checks import is_real
+
 __all__ = ["FORMAT", "COORDINATE_WISE", "ConfigError", "placement_of", "blocks",
            "key_table", "make", "parse", "BIGARRAY_BOUND"]
 
@@ -150,7 +152,7 @@ def parse(text, num_servers=None, num_workers=None):
         raise ConfigError(f"num_workers={n} but this cluster has {num_workers} workers")
     _count("d", cfg["d"], 1, 2 ** 31 - 1)
     t = cfg["timeout"]
-    if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t <= 86400:
+    if not is_real(t) or not 0 < t <= 86400:
         raise ConfigError(f"timeout={t!r} must be a number of seconds in (0, 86400]")
     if not isinstance(cfg["rule"], str) or cfg["rule"] not in aggregators.REGISTRY:
         raise ConfigError(f"unknown aggregation rule {cfg['rule']!r}; valid names: "

@@ -9,30 +9,20 @@ Pure numpy; no mxnet.
 """
 import inspect
 import math
-import operator
 from dataclasses import dataclass
 
 import numpy as np
 
 from . import aggregators, attacks
+from .checks import integer
 
 __all__ = ["eta0", "eta1", "eta2", "eta3", "sin_alpha", "krum_admissible",
            "median_admissible", "max_q_krum", "max_q_median", "Probe",
            "resilience_probe"]
 
 
-def _count(name, value):
-    """``value`` as an int; refuses 7.9, "3" and True (counts of workers)."""
-    if isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"{name} must be an integer, got {name}={value!r}")
-    try:
-        return operator.index(value)
-    except TypeError:
-        raise ValueError(f"{name} must be an integer, got {name}={value!r}") from None
-
-
 def _nq(n, q):
-    n, q = _count("n", n), _count("q", q)
+    n, q = integer("n", n), integer("q", q)
     if n < 1 or q < 0:
         raise ValueError(f"need n >= 1 and q >= 0, got n={n}, q={q}")
     return n, q
@@ -53,7 +43,7 @@ def median_admissible(n, q):
 
 def max_q_krum(n):
     """Largest q with 2q + 2 < n (n = 20: 8, as in Section 5.4); needs n >= 3."""
-    n = _count("n", n)
+    n = integer("n", n)
     if n < 3:
         raise ValueError(f"Krum admits no q for n={n}: 2q + 2 < n needs n >= 3")
     return (n - 3) // 2
@@ -61,7 +51,7 @@ def max_q_krum(n):
 
 def max_q_median(n):
     """Largest q with q <= ceil(n/2) - 1 (n = 20: 9); needs n >= 1."""
-    n = _count("n", n)
+    n = integer("n", n)
     if n < 1:
         raise ValueError(f"the median rules need n >= 1 workers, got n={n}")
     return math.ceil(n / 2) - 1

@@ -28,16 +28,23 @@ from multiprocessing import get_context
 
 import numpy as np
 
+from byzsgd.runlog import _IGNORED_KEYS
+
 RULES = ("krum", "multikrum", "medoid", "bulyan")
-_LOG_ONLY = ("type", "versions", "machine", "device", "gradients", "started", "copied_from")
+
+
+def _logged(path):
+    """(lines of the log at ``path``, its run config without the log-only keys)."""
+    with open(path, encoding="utf-8") as f:
+        lines = [json.loads(line) for line in f if line.strip()]
+    return lines, {k: v for k, v in lines[0].items() if k not in _IGNORED_KEYS}
 
 
 def diverged_runs(results):
     """Paths of the committed, trained (not copied) diverged runs of RULES."""
     out = []
     for path in sorted(glob.glob(os.path.join(results, "**", "*.jsonl"), recursive=True)):
-        with open(path, encoding="utf-8") as f:
-            lines = [json.loads(line) for line in f if line.strip()]
+        lines, _ = _logged(path)
         cfg, last = lines[0], lines[-1]
         if cfg["rule"] in RULES and not cfg.get("copied_from") and \
                 last.get("type") == "done" and last.get("diverged_at") is not None:
@@ -60,9 +67,7 @@ def _finite_first(c, f, row, plain):
 
 def check(path, finite_first):
     from byzsgd import aggregators, runner
-    with open(path, encoding="utf-8") as f:
-        lines = [json.loads(line) for line in f if line.strip()]
-    cfg = {k: v for k, v in lines[0].items() if k not in _LOG_ONLY}
+    lines, cfg = _logged(path)
     logged = lines[-1]["diverged_at"]
     plain, mixed = aggregators._lex_argsort, [0]
 
@@ -89,13 +94,11 @@ def full(path, finite_first):
     asked); return (path, logged diverged_at, final top-1 logged, rerun's
     diverged_at, its final top-1)."""
     from byzsgd import aggregators, runner
-    with open(path, encoding="utf-8") as f:
-        lines = [json.loads(line) for line in f if line.strip()]
-    cfg = {k: v for k, v in lines[0].items() if k not in _LOG_ONLY}
+    lines, cfg = _logged(path)
     final = [line for line in lines if line["type"] == "eval"][-1]["top1"]
     plain = aggregators._lex_argsort
     if finite_first:
-        aggregators._lex_argsort = functools.partial(_ff, plain=plain)
+        aggregators._lex_argsort = functools.partial(_finite_first, plain=plain)
     try:
         run = runner._Training(cfg, os.environ.get("BYZSGD_DATA"))
         for _ in range(cfg["rounds"]):
@@ -104,10 +107,6 @@ def full(path, finite_first):
     finally:
         aggregators._lex_argsort = plain
     return path, lines[-1]["diverged_at"], final, run.trainer.diverged_at, top1
-
-
-def _ff(c, f, row, plain):
-    return _finite_first(c, f, row, plain)
 
 
 def main():
