@@ -23,12 +23,11 @@ References: Xie, Koyejo, Gupta 2018, "Generalized Byzantine-tolerant SGD"
 (Bulyan); Karimireddy et al. 2021 (centered clipping).
 """
 import functools
-import operator
 
 import numpy as np
 
 from . import coordinate, distances
-from .checks import is_real
+from .checks import integer, is_real
 from .registry import Registry
 
 __all__ = ["REGISTRY", "register", "names", "get", "resolve", "validate",
@@ -67,10 +66,8 @@ def _int(rule, name, value):
     """``value`` as an int; a clear error for 2.5, "3" or True (q, b and m
     count rows: a fractional one would silently trim asymmetrically)."""
     try:
-        if isinstance(value, (bool, np.bool_)):
-            raise TypeError
-        return operator.index(value)
-    except TypeError:
+        return integer(name, value)
+    except ValueError:
         raise ValueError(f"{rule} needs an integer {name}, got {name}={value!r}") from None
 
 

@@ -113,12 +113,16 @@ class _Appender:
         self.file.close()
 
 
+def _differences(logged, cfg, keys):
+    """The text "k=<logged> there, <cfg> now" for each of ``keys`` that differ."""
+    return ", ".join(f"{k}={logged.get(k)!r} there, {cfg.get(k)!r} now"
+                     for k in sorted(keys) if logged.get(k) != cfg.get(k))
+
+
 def _conflict(path, logged, cfg):
     """Refuse to mix runs of different settings in one log."""
-    differ = sorted(k for k in set(logged) | set(cfg) if k not in _IGNORED_KEYS
-                    and logged.get(k) != cfg.get(k))
-    if differ:
-        what = ", ".join(f"{k}={logged.get(k)!r} there, {cfg.get(k)!r} now" for k in differ)
+    what = _differences(logged, cfg, (set(logged) | set(cfg)) - set(_IGNORED_KEYS))
+    if what:
         raise ValueError(f"{path} holds a run with other settings ({what}); delete it "
                          f"or write elsewhere with --out")
 
@@ -154,9 +158,8 @@ def check_figure_folder(out, configs):
         keys = (set(logged) | set(new)) - set(_IGNORED_KEYS) - {"seed", "run_id"} \
             if new is not None else _FIGURE_KEYS
         ref = new if new is not None else configs[0]
-        differ = sorted(k for k in keys if logged.get(k) != ref.get(k))
-        if differ:
-            what = ", ".join(f"{k}={logged.get(k)!r} there, {ref.get(k)!r} now" for k in differ)
+        what = _differences(logged, ref, keys)
+        if what:
             raise ValueError(
                 f"{path} holds a run of {ref['figure']} with other settings ({what}); "
                 "the plot and the report would average them together: use the same "
