@@ -134,6 +134,30 @@ def test_centred_gram_and_affine_rows_agree_in_numba_and_numpy(blocks):
 
 
 @needs_numba
+@pytest.mark.parametrize("gram", [False, True], ids=["distances", "gram"])
+@pytest.mark.parametrize("n", [2, 3, 4, 5, 7, 8, 13, 20, 26])
+def test_grouped_pairs_are_summed_as_by_tiles_along_the_triangle(n, gram):
+    # _slice_pairs skips the sums that tiles along the triangle compute and
+    # drop; every pair it keeps must be bit for bit the tiles' (the schedule
+    # of the committed logs): the compiler vectorises its within-group loop
+    # on its own, so this is a property of the machine's code, checked here
+    w = 2 * distances.SLICE + 37  # a partial vector at the end
+    dtype = np.float64 if gram else np.float32
+    rng = np.random.default_rng(n)
+    clean = (rng.normal(size=(n, w)) * 10.0 ** rng.uniform(-3, 3, size=(n, 1))).astype(dtype)
+    cases = [(clean, 0, distances.SLICE), (clean, distances.SLICE, w), (clean, 3, 32),
+             (clean, 5, 6), (messy(n, w, dtype, seed=n), 7, 90)]
+    for x, a, e in cases:
+        zero = x.dtype.type(0)
+        P, Q = np.zeros((n, n)), np.zeros((n, n))
+        distances._slice_pairs(x, a, e, P, gram, zero)
+        for h in range(0, n, 2):
+            distances._pair_sums(x, a, e, Q, gram, zero, h, h)
+        np.testing.assert_array_equal(P, Q)
+        assert np.isfinite(Q).any() and not np.tril(Q, -1).any()
+
+
+@needs_numba
 @pytest.mark.parametrize("name", aggregators.names())
 def test_rules_agree_with_numba_disabled(name, monkeypatch):
     from test_aggregator_properties import honest, make

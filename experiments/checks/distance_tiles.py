@@ -13,6 +13,9 @@ Prints the tile counts, whether the matrices (also with NaN, +-inf, 1e20
 rows) are bit-identical, and the fastest of interleaved repetitions of both.
 Multi-Krum misses P1 on an AMD EPYC (4.42x mean at d = 118282, target 4);
 this is the change README named for it.
+Since then ``distances`` groups rows by four (``_slice_pairs``: 190 sums,
+a six-sum loop within a group); this check, and distance_tiles.txt, record
+the comparison with the schedule before it (commit 20a3a5b).
 ``PYTHONPATH=. python experiments/checks/distance_tiles.py [--n N] [--repeats R]``
 """
 import argparse
