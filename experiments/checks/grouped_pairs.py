@@ -14,14 +14,23 @@ own, so its sums equal the tiles' only if LLVM picks the same vector width
 and interleave for both loops; the test checks the host, this checks the
 others. Each target also prints a digest of the distances of one matrix, to
 show that the generated code (and so the rounding) differs between them.
+With ``--time``: on the host, one thread, float32 (20, 118282) Gaussian
+rows, interleaved repetitions of ``sq_distances`` and of the same kernel
+with tiles along the triangle (today's tile code, the old schedule).
 
-``PYTHONPATH=. python experiments/checks/grouped_pairs.py [--targets ...]``
+``PYTHONPATH=. python experiments/checks/grouped_pairs.py [--targets ...] [--time R]``
 """
 import argparse
 import os
 import subprocess
 import sys
 import tempfile
+import time
+
+import numba
+import numpy as np
+
+from byzsgd import coordinate, distances
 
 CHILD = r"""
 import numpy as np
@@ -47,10 +56,57 @@ print(f"{bad} of {total} slices differ; sq_distances digest {digest}")
 """
 
 
+@numba.njit(parallel=True)
+def _triangle_kernel(x, P, bl, nchunks, zero):
+    # distances._sq_kernel with the schedule before _slice_pairs
+    d = x.shape[1]
+    nblocks = (d + bl - 1) // bl
+    for chunk in numba.prange(nchunks):
+        for blk in range(chunk * nblocks // nchunks, (chunk + 1) * nblocks // nchunks):
+            s = blk * bl
+            e = min(s + bl, d)
+            for a in range(s, e, distances.SLICE):
+                for h in range(0, x.shape[0], 2):
+                    distances._pair_sums(x, a, min(a + distances.SLICE, e), P[chunk], False, zero, h, h)
+
+
+def triangle_sq_distances(x):
+    bl = coordinate.STREAM_COLS
+    nchunks = coordinate.chunks(x.shape[1], bl)
+    P = np.zeros((nchunks,) + (x.shape[0],) * 2, np.float64)
+    _triangle_kernel(x, P, bl, nchunks, x.dtype.type(0))
+    with np.errstate(invalid="ignore", over="ignore"):
+        return distances._finish(distances._ordered_sum(P))
+
+
+def timing(repeats):
+    x = coordinate.readonly(np.random.default_rng(0).normal(size=(20, 118282)).astype(np.float32))
+    same = np.array_equal(distances.sq_distances(x), triangle_sq_distances(x))
+    fns = {"mean": lambda: coordinate.row_sum_mean(x), "grouped": lambda: distances.sq_distances(x),
+           "triangle": lambda: triangle_sq_distances(x)}
+    times = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, f in fns.items():
+            t = time.perf_counter()
+            f()
+            times[k].append(time.perf_counter() - t)
+    best = {k: min(v) * 1e3 for k, v in times.items()}
+    med = {k: float(np.median(v)) * 1e3 for k, v in times.items()}
+    print(f"(20, 118282) float32, {repeats} interleaved repetitions, "
+          f"{numba.get_num_threads()} thread(s); bit-identical: {same}")
+    for k in fns:
+        print(f"  {k:9s} min {best[k]:.3f} ms  median {med[k]:.3f} ms  min / mean {best[k] / best['mean']:.2f}")
+    print(f"  grouped / triangle: {best['grouped'] / best['triangle']:.3f}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--targets", nargs="+", default=["host", "haswell", "skylake-avx512", "generic"])
+    ap.add_argument("--targets", nargs="*", default=["host", "haswell", "skylake-avx512", "generic"])
+    ap.add_argument("--time", type=int, metavar="R", help="also time R interleaved repetitions")
     args = ap.parse_args()
+    if args.time:
+        numba.set_num_threads(1)
+        timing(args.time)
     for target in args.targets:
         with tempfile.TemporaryDirectory() as cache:
             env = dict(os.environ, NUMBA_CACHE_DIR=cache)
