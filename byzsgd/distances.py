@@ -92,7 +92,7 @@ if NUMBA_AVAILABLE:
             P[i, j] += v
 
     @numba.njit(cache=True, fastmath={"reassoc", "contract"})
-    def _pair_sums(buf, a, e, P, gram, zero, i, j0, back=False):
+    def _pair_sums(buf, a, e, P, gram, zero, i, j0, back):
         """For columns a..e-1 of buf and rows i, i + 1 against rows j >= j0:
         P[r, j] += sum_k (buf[r,k] - buf[j,k])^2 for r < j, or with ``gram``
         the inner products for r <= j, computed in the type of ``zero``
@@ -214,11 +214,11 @@ if NUMBA_AVAILABLE:
         i = 0
         while i + 4 <= n:
             _within4(buf, a, e, P, gram, zero, i)
-            _pair_sums(buf, a, e, P, gram, zero, i, i + 4)
+            _pair_sums(buf, a, e, P, gram, zero, i, i + 4, False)
             _pair_sums(buf, a, e, P, gram, zero, i + 2, i + 4, True)
             i += 4
         for h in range(i, n, 2):
-            _pair_sums(buf, a, e, P, gram, zero, h, h)
+            _pair_sums(buf, a, e, P, gram, zero, h, h, False)
 
     @numba.njit(cache=True, parallel=True)
     def _sq_kernel(x, P, bl, nchunks, zero):

@@ -47,7 +47,7 @@ for n in range(2, 27):
             P, Q = np.zeros((n, n)), np.zeros((n, n))
             distances._slice_pairs(x, a, e, P, gram, zero)
             for h in range(0, n, 2):
-                distances._pair_sums(x, a, e, Q, gram, zero, h, h)
+                distances._pair_sums(x, a, e, Q, gram, zero, h, h, False)
             bad += int(not np.array_equal(P, Q))
             total += 1
 x = np.random.default_rng(0).normal(size=(20, 20000)).astype(np.float32)
@@ -67,7 +67,7 @@ def _triangle_kernel(x, P, bl, nchunks, zero):
             e = min(s + bl, d)
             for a in range(s, e, distances.SLICE):
                 for h in range(0, x.shape[0], 2):
-                    distances._pair_sums(x, a, min(a + distances.SLICE, e), P[chunk], False, zero, h, h)
+                    distances._pair_sums(x, a, min(a + distances.SLICE, e), P[chunk], False, zero, h, h, False)
 
 
 def triangle_sq_distances(x):
