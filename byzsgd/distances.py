@@ -201,11 +201,19 @@ if NUMBA_AVAILABLE:
         P[i + 2, i + 3] += s23
 
     @numba.njit(cache=True)
+    def _triangle_pairs(buf, a, e, P, gram, zero, i):
+        """The pairs of rows i..n-1 among themselves over columns a..e-1, by
+        tiles along the triangle (some sums computed and dropped): the whole
+        schedule before _slice_pairs, now its last n % 4 rows."""
+        for h in range(i, buf.shape[0], 2):
+            _pair_sums(buf, a, e, P, gram, zero, h, h, False)
+
+    @numba.njit(cache=True)
     def _slice_pairs(buf, a, e, P, gram, zero):
         """Every pair of _pair_sums over columns a..e-1, in fewer sums: rows
         in groups of four, the pairs within a group by _within4, those
-        between groups by whole 2 x 4 tiles, the last n % 4 rows by tiles
-        along the triangle. For n = 20 that is 190 sums (210 for ``gram``)
+        between groups by whole 2 x 4 tiles, the last n % 4 rows by
+        _triangle_pairs. For n = 20 that is 190 sums (210 for ``gram``)
         against 240 when all tiles run along the triangle; each pair's sum
         is the same, bit for bit (tests/test_coordinate.py). The second strip
         of a group runs backwards, starting on the rows the first ended on,
@@ -217,8 +225,7 @@ if NUMBA_AVAILABLE:
             _pair_sums(buf, a, e, P, gram, zero, i, i + 4, False)
             _pair_sums(buf, a, e, P, gram, zero, i + 2, i + 4, True)
             i += 4
-        for h in range(i, n, 2):
-            _pair_sums(buf, a, e, P, gram, zero, h, h, False)
+        _triangle_pairs(buf, a, e, P, gram, zero, i)
 
     @numba.njit(cache=True, parallel=True)
     def _sq_kernel(x, P, bl, nchunks, zero):
