@@ -125,7 +125,6 @@ class PSClient:
         """Send ``config`` (psconfig JSON; rank 0 only), put the initial
         ``weights`` (d,) on the servers (rank 0's values), and return the
         weights every worker starts from."""
-        nd = self.mx.nd
         self.cfg = cfg = psconfig.parse(config, self.num_servers)
         n, d = cfg["num_workers"], cfg["d"]
         if n != self.num_workers or d != weights.size:

@@ -25,13 +25,11 @@ cache directory the kernel is compiled in memory in every process.
 """
 import functools
 import hashlib
-import importlib.util
 import os
 import sys
 import tempfile
 import warnings
 
-import numba
 import numpy as np
 
 from .datafiles import cache_root

@@ -17,7 +17,7 @@ import argparse
 
 import mxnet as mx
 import numpy as np
-from mxnet import autograd, gluon
+from mxnet import gluon
 
 from byzsgd import aggregators, data, models
 from byzsgd.trainer import ByzantineTrainer
