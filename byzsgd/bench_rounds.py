@@ -86,7 +86,7 @@ def _round(parser):
 
 
 def _run_round(args):
-    from . import runner
+    from . import runner, training
     runner._pin_threads(args.threads)
     import mxnet as mx
     from mxnet import autograd
@@ -95,7 +95,7 @@ def _run_round(args):
     runs = {}
     for attack in args.attacks:
         for rule in args.rules:
-            runs[(rule, attack)] = runner._Training(_config(args.model, rule, attack), None)
+            runs[(rule, attack)] = training.Training(_config(args.model, rule, attack), None)
     first = next(iter(runs.values()))
     cfg = first.cfg
     n, b = cfg["n"], cfg["batch_size"]
@@ -271,10 +271,10 @@ def _timed_rounds(model, rule, attack, seconds, start):
     """In a child: rounds of one run for ``seconds`` from the shared start
     signal, with the run's evaluations (every eval_every rounds, timed with
     the round before); returns the round times."""
-    from . import runner
+    from . import runner, training
     runner._pin_threads(1)
     import mxnet as mx
-    run = runner._Training(_config(model, rule, attack), None)
+    run = training.Training(_config(model, rule, attack), None)
     for _ in range(5):
         run.round()
     mx.nd.waitall()

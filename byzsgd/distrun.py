@@ -4,7 +4,7 @@ each on its own local ps-lite cluster.
 For every (arm, seed) run not finished yet, :func:`run` starts a cluster
 (:func:`byzsgd.launch.launch`) whose workers execute ``python -m
 byzsgd.distrun JOB`` (:func:`worker_main`): the run's training of
-:mod:`byzsgd.runner` with ``kvstore="dist_byz"``, each worker computing
+:mod:`byzsgd.training` with ``kvstore="dist_byz"``, each worker computing
 its own batches (the sampler is seeded, so every worker knows every batch;
 a Byzantine worker computes all of them). Worker 0 evaluates and writes the
 same log lines as a single-process run (``device`` says "dist_byz n=.. s=..";
@@ -28,11 +28,11 @@ __all__ = ["run", "worker_main", "train"]
 
 
 def _training(cfg, data_dir, options):
-    """runner's _Training with the trainer rebuilt in distributed mode."""
-    from .runner import _Training
+    """training.Training with the trainer rebuilt in distributed mode."""
+    from .training import Training
     from .trainer import ByzantineTrainer
 
-    class _DistTraining(_Training):
+    class _DistTraining(Training):
         def __init__(self):
             super().__init__(cfg, data_dir)    # seeded weights; a local trainer, replaced:
             self.trainer = ByzantineTrainer(
@@ -93,7 +93,7 @@ def train(cfg, data_dir, options, servers=None, log=None, weights_out=None):
             appender.write({"type": "done", "rounds": cfg["rounds"],
                             "elapsed": round(time.perf_counter() - t0, 3),
                             "diverged_at": run.trainer.diverged_at,
-                            "dead_at": None})   # every round is computed (runner: skip_dead)
+                            "dead_at": None})   # every round is computed (training: skip_dead)
     finally:
         if appender:
             appender.close()

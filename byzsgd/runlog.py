@@ -7,6 +7,8 @@ resuming. Non-finite numbers are written as null. Checkpoints live in
 ``<out>/<figure>/.ckpt/<run_id>/r<round>/`` and are written to a temporary
 folder, then renamed, so that a checkpoint is complete or absent.
 """
+import contextlib
+import fcntl
 import json
 import math
 import os
@@ -14,7 +16,8 @@ import re
 import shutil
 from pathlib import Path
 
-__all__ = ["CKPT", "log_path", "read_log", "finished_runs", "check_figure_folder"]
+__all__ = ["CKPT", "log_path", "read_log", "finished_runs", "check_figure_folder",
+           "exclusive", "BusyError"]
 
 CKPT = ".ckpt"
 _CKPT_NAME = re.compile(r"^r(\d{8})$")
@@ -30,6 +33,28 @@ _PRESENTATION_KEYS = ("figure", "run_id", "label", "group", "x", "reference", "p
 
 
 # ------------------------------------------------------------------ logs
+
+class BusyError(RuntimeError):
+    """A run's log is held by another process (two `byzsgd run` at once)."""
+
+
+@contextlib.contextmanager
+def exclusive(path):
+    """Hold an exclusive lock on the run at ``path`` (two processes writing one
+    log would corrupt it): ``.<run_id>.lock`` beside the log, deleted after."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = path.with_name(f".{path.stem}.lock")
+    with open(lock, "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise BusyError(f"{path} is being written by another process; wait for "
+                            f"it to finish or stop it") from None
+        try:
+            yield
+        finally:
+            lock.unlink()
+
 
 def log_path(out, cfg):
     """Where the run ``cfg`` logs: ``<out>/<figure>/<run_id>.jsonl``."""

@@ -63,9 +63,9 @@ def simulate(cfg, data_root, attack=None):
     """Final parameters of the single-process run of cfg (optionally another
     attack), its gradients computed worker by worker as distributed workers
     do (the runner's batched pass agrees with it only up to rounding)."""
-    from byzsgd.runner import _Training
+    from byzsgd.training import Training
     from byzsgd.trainer import ByzantineTrainer
-    run = _Training(cfg, str(data_root))
+    run = Training(cfg, str(data_root))
     run.batched = False
     if attack is not None:
         run.trainer = ByzantineTrainer(

@@ -15,7 +15,7 @@ import time
 import numpy as np
 import pytest
 
-from byzsgd import experiment, runner
+from byzsgd import experiment, runner, training
 from byzsgd.experiment import Arm, Spec
 
 CONFIG_KEYS = {"type", "figure", "run_id", "label", "group", "x", "reference", "rule",
@@ -133,7 +133,7 @@ def test_arms_share_batches_and_attack_draws(data_root):
     cfgs = experiment.resolve_runs(small_spec(arms=(Arm("Mean", "mean"), Arm("MarMed", "marmed"))))
     states, weights = [], []
     for cfg in cfgs:
-        run = runner._Training(cfg, data_root)
+        run = training.Training(cfg, data_root)
         params = list(run.net.collect_params().values())   # names differ per net
         first = [p.data().asnumpy().copy() for p in params]
         for _ in range(3):
@@ -195,7 +195,7 @@ def test_a_finite_parameter_keeps_a_run_alive(data_root):
     """Dead means every parameter NaN: one finite cell (as Krum leaves when it
     selects a row with finite cells) can still move, so the run is computed."""
     cfg = experiment.resolve_runs(small_spec(arms=(Arm("Mean", "mean"),)))[0]
-    run = runner._Training(cfg, data_root)
+    run = training.Training(cfg, data_root)
     params = list(run.net.collect_params().values())
     assert not run.dead()
     for p in params:
@@ -235,7 +235,7 @@ def crash_at(round_):
 def test_crash_then_resume_is_bit_identical(data_root, tmp_path, monkeypatch):
     """Crash after round 12 (checkpoint at 10), leave a stale line for round 15
     and a torn line, resume: the log equals an uninterrupted run's."""
-    monkeypatch.setattr(runner, "CHECKPOINT_SECONDS", 0.0)   # one at every evaluation
+    monkeypatch.setattr(training, "CHECKPOINT_SECONDS", 0.0)   # one at every evaluation
     spec = small_spec(rounds=20, eval_every=5, arms=(Arm("Medoid", "medoid"),))
     [cfg] = experiment.resolve_runs(spec)
     ref = runner.run(spec, out=tmp_path / "ref", data_dir=data_root, progress=False)[0]

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from byzsgd import cli, experiment, runner
+from byzsgd import training as training_module
 from byzsgd.experiment import Arm, Spec
 
 
@@ -33,7 +34,7 @@ class Trained(Exception):
 def refuse_training(monkeypatch):
     def training(*args, **kwargs):
         raise Trained
-    monkeypatch.setattr(runner, "_Training", training)
+    monkeypatch.setattr(training_module, "Training", training)
 
 
 @pytest.fixture(scope="module")

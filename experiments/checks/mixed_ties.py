@@ -66,7 +66,7 @@ def _finite_first(c, f, row, plain):
 
 
 def check(path, finite_first):
-    from byzsgd import aggregators, runner
+    from byzsgd import aggregators, training
     lines, cfg = _logged(path)
     logged = lines[-1]["diverged_at"]
     plain, mixed = aggregators._lex_argsort, [0]
@@ -81,7 +81,7 @@ def check(path, finite_first):
 
     aggregators._lex_argsort = counted
     try:   # restored: a worker process checks many runs
-        run = runner._Training(cfg, os.environ.get("BYZSGD_DATA"))
+        run = training.Training(cfg, os.environ.get("BYZSGD_DATA"))
         for _ in range(min(logged + 1, cfg["rounds"])):
             run.round()
     finally:
@@ -93,14 +93,14 @@ def full(path, finite_first):
     """Rerun the logged run at ``path`` to its last round (tie-break as
     asked); return (path, logged diverged_at, final top-1 logged, rerun's
     diverged_at, its final top-1)."""
-    from byzsgd import aggregators, runner
+    from byzsgd import aggregators, training
     lines, cfg = _logged(path)
     final = [line for line in lines if line["type"] == "eval"][-1]["top1"]
     plain = aggregators._lex_argsort
     if finite_first:
         aggregators._lex_argsort = functools.partial(_finite_first, plain=plain)
     try:
-        run = runner._Training(cfg, os.environ.get("BYZSGD_DATA"))
+        run = training.Training(cfg, os.environ.get("BYZSGD_DATA"))
         for _ in range(cfg["rounds"]):
             run.round()
         top1 = run.evaluate(cfg["rounds"], 0.0)["top1"]

@@ -87,9 +87,9 @@ def normals(repeats):
 
 
 def update(repeats):
-    from byzsgd import runner
+    from byzsgd import training
     from byzsgd.bench_rounds import _config
-    run = runner._Training(_config("mlp", "mean", "none"), None)
+    run = training.Training(_config("mlp", "mean", "none"), None)
     for _ in range(3):
         run.round()
     tr, n, b = run.trainer, run.cfg["n"], run.cfg["batch_size"]
