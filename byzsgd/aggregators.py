@@ -28,7 +28,7 @@ import numpy as np
 
 from . import coordinate, distances
 from .checks import integer, is_real
-from .registry import Registry
+from .registry import Registry, probe
 
 __all__ = ["REGISTRY", "register", "names", "get", "resolve", "validate",
            "krum_scores"]
@@ -41,12 +41,13 @@ resolve = REGISTRY.resolve
 
 
 def validate(rule, n):
-    """Raise ValueError (naming n, q) if ``rule`` cannot aggregate n rows.
+    """Raise ValueError (naming n, q) if ``rule`` cannot aggregate n rows,
+    or if it writes to its input or does not return a (d,) float array.
 
     ``rule`` is anything :func:`resolve` accepts. Returns the bound rule.
     """
     bound = resolve(rule)
-    bound(np.zeros((n, 1), np.float32))
+    probe("aggregator", bound, n, 1)
     return bound
 
 

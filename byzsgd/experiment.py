@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import aggregators, attacks, data
+from . import aggregators, attacks, data, registry
 from .checks import is_real
 
 __all__ = ["INHERIT", "Arm", "Spec", "override", "run_id", "resolve_runs", "preflight",
@@ -253,12 +253,12 @@ def preflight(spec, data_dir=None):
     d = _check_model_and_optimizer(spec, x.shape[1:])
     rng, probed = np.random.default_rng(0), set()
     for r in runs[::len(spec.seeds)]:
-        aggregators.get(r["rule"], **r["rule_params"])(np.zeros((spec.n, 2), np.float32))
+        registry.probe("aggregator", aggregators.get(r["rule"], **r["rule_params"]), spec.n, 2)
         key = json.dumps([r["attack"], r["attack_params"]], sort_keys=True)
         if r["attack"] is not None and key not in probed:  # (n, d) probes are big: once each
             probed.add(key)
-            attacks.get(r["attack"], **r["attack_params"])(
-                np.zeros((spec.n, d), np.float32), rng)
+            registry.probe("attack", attacks.get(r["attack"], **r["attack_params"]),
+                           spec.n, d, rng)
     return runs
 
 

@@ -10,7 +10,9 @@ the last ``info`` (the function itself stays pure).
 """
 import inspect
 
-__all__ = ["Registry", "Bound"]
+import numpy as np
+
+__all__ = ["Registry", "Bound", "call", "checked"]
 
 
 class Bound:
@@ -33,6 +35,42 @@ class Bound:
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
         return f"{self.name}({args})"
+
+
+def call(what, fn, *data):
+    """``fn(*data)``, where data arrays are read-only: numpy's error for a
+    write to them ("assignment destination is read-only", ...) becomes one
+    naming the plugin, ``what`` being "aggregator" or "attack"."""
+    try:
+        return fn(*data)
+    except ValueError as err:
+        if "read-only" not in str(err):
+            raise
+        raise ValueError(f"{what} {fn!r} writes to its input ({err}); it gets the gradient "
+                         "matrix read-only and must work on a copy (grads.copy())") from err
+
+
+def checked(out, shape, what, fn):
+    """``out`` as a numpy array, refused (naming the plugin) unless it is a
+    float array of ``shape``: an integer result would silently truncate
+    the gradients."""
+    out = np.asarray(out)
+    if out.shape != shape:
+        raise ValueError(f"{what} {fn!r} returned shape {out.shape}, expected {shape}")
+    if out.dtype.kind != "f":
+        raise ValueError(f"{what} {fn!r} returned dtype {out.dtype}, expected a float array")
+    return out
+
+
+def probe(what, fn, n, d, *rest):
+    """Call ``fn`` on read-only (n, d) float32 zeros (and ``rest``, e.g. an
+    attack's rng) and check its result's shape: (d,) for an aggregator,
+    (n, d) for an attack. Catches, before training, a plugin that writes to
+    its input or returns the wrong shape or dtype. Returns the result."""
+    zeros = np.zeros((n, d), np.float32)
+    zeros.flags.writeable = False
+    return checked(call(what, fn, zeros, *rest), (d,) if what == "aggregator" else (n, d),
+                   what, fn)
 
 
 class Registry:

@@ -41,7 +41,7 @@ import mxnet as mx
 import numpy as np
 from mxnet import autograd, gluon
 
-from . import aggregators, attacks
+from . import aggregators, attacks, registry
 from . import fused as fused_mod
 from .gradbuffer import WorkerGrads
 
@@ -326,14 +326,14 @@ class ByzantineTrainer(gluon.Trainer):
         with np.errstate(all="ignore"):   # overflow/NaN are outcomes, not errors
             sent, cells = grads, 0
             if self.attack is not None:
-                sent = _checked(self.attack(_readonly(grads), self.rng), grads.shape,
-                                "attack", self.attack)
+                sent = _checked(registry.call("attack", self.attack, _readonly(grads), self.rng),
+                                grads.shape, "attack", self.attack)
                 cells = (self.attack.info or {}).get("cells")
                 if cells is None:  # a user attack that does not say: compare bit patterns
                     cells = np.count_nonzero(sent.view(np.uint32) != grads.view(np.uint32))
                 cells = int(cells)
-            agg = _checked(self.aggregator(_readonly(sent)), grads.shape[1:], "aggregator",
-                           self.aggregator)
+            agg = _checked(registry.call("aggregator", self.aggregator, _readonly(sent)),
+                           grads.shape[1:], "aggregator", self.aggregator)
             norm = float(np.sqrt(np.dot(agg, agg)))
             if not np.isfinite(norm) and np.isfinite(agg).all():
                 norm = float(np.linalg.norm(agg.astype(np.float64)))
@@ -423,10 +423,7 @@ class ByzantineTrainer(gluon.Trainer):
 
 
 def _probe_rule(rule, n):
-    out = np.asarray(rule(np.zeros((n, 1), np.float32)))
-    if out.shape != (1,):
-        raise ValueError(f"aggregator {rule!r} must map (n, d) to (d,); on an (n={n}, 1) "
-                         f"probe it returned shape {out.shape}")
+    registry.probe("aggregator", rule, n, 1)
     rule.info = {}
     return rule
 
@@ -438,9 +435,7 @@ def _readonly(a):
 
 
 def _checked(out, shape, what, fn):
-    out = np.asarray(out)
-    if out.shape != shape:
-        raise ValueError(f"{what} {fn!r} returned shape {out.shape}, expected {shape}")
+    out = registry.checked(out, shape, what, fn)
     if out.dtype != np.float32 or not out.flags.c_contiguous:
         out = np.ascontiguousarray(out, dtype=np.float32)
     return out

@@ -149,6 +149,16 @@ def test_user_rule_registers_and_resolves():
         aggregators.REGISTRY.unregister("test_first_row")
 
 
+def test_validate_refuses_a_rule_that_writes_to_its_input():
+    def sorts_in_place(grads):
+        grads.sort(axis=0)
+        return grads[len(grads) // 2].copy()
+    with pytest.raises(ValueError, match="aggregator sorts_in_place.*writes to its input"):
+        aggregators.validate(sorts_in_place, 5)
+    with pytest.raises(ValueError, match=r"returned shape \(5, 1\), expected \(1,\)"):
+        aggregators.validate(lambda g: g, 5)
+
+
 # -------------------------------------------------------- non-finite values
 
 def gradients(n=12, d=30, seed=0):

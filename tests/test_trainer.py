@@ -274,8 +274,25 @@ def test_rules_and_attacks_cannot_modify_the_matrix():
         return grads
     net = make_net()
     t = byz(net, attack=inplace)
-    with pytest.raises(ValueError, match="read-only"):
+    with pytest.raises(ValueError, match="attack inplace.*writes to its input.*read-only"):
         run_round(t, net, *data(1)[0])
+
+
+def test_a_rule_that_writes_to_its_input_is_refused_at_construction():
+    def clips(grads):
+        return np.clip(grads, -1, 1, out=grads).mean(axis=0)
+    with pytest.raises(ValueError, match="aggregator clips.*writes to its input"):
+        byz(make_net(), clips)
+
+
+@pytest.mark.parametrize("rule, want", [
+    (lambda g: g.mean(axis=0).astype(np.int64), "dtype int64, expected a float array"),
+    (lambda g: g[:2], r"shape \(2, 1\), expected \(1,\)"),
+])
+def test_a_rule_returning_no_float_vector_is_refused_at_construction(rule, want):
+    """An integer aggregate would train on truncated gradients without a word."""
+    with pytest.raises(ValueError, match=want):
+        byz(make_net(), rule)
 
 
 def test_a_gradient_mxnet_skips_is_refused_not_used_stale():
