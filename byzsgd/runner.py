@@ -11,6 +11,8 @@ Shared runs: a run not started yet that a finished log under the same
 9's b = 32 arms as Fig. 2's runs) is copied from it, see :func:`run`.
 """
 import contextlib
+import importlib
+import importlib.util
 import multiprocessing
 import os
 import signal
@@ -112,10 +114,70 @@ def _die_with_parent():
         pass                                            # not Linux: best effort
 
 
-def _child_init(threads, queue):
+# modules whose plugins every process has: byzsgd imports them itself
+_OWN_PLUGIN_MODULES = {"byzsgd.aggregators", "byzsgd.attacks", "byzsgd.failures"}
+
+
+def _plugins(cfg):
+    """(kind, name, registered function) of the rule, attack and failure
+    model a run config names."""
+    from . import aggregators, attacks, failures
+    found = [("aggregation rule", cfg["rule"], aggregators.REGISTRY)]
+    if cfg["attack"] is not None:
+        found.append(("attack", cfg["attack"], attacks.REGISTRY))
+        model = cfg["attack_params"].get("model")
+        model = model[0] if isinstance(model, (list, tuple)) and model else model
+        if isinstance(model, str):
+            found.append(("failure model", model, failures.REGISTRY))
+    return [(kind, name, reg.function(name)) for kind, name, reg in found if name in reg]
+
+
+def _plugin_modules(configs, why):
+    """[(module name, file)] defining the plugins of ``configs`` that a
+    spawned process would not know: it imports them before training. A
+    plugin defined where no process can import it (a notebook, a REPL) is
+    refused here, saying ``why`` the runs leave this process."""
+    main = sys.modules.get("__main__")
+    out = {}
+    for cfg in configs:
+        for kind, name, fn in _plugins(cfg):
+            module = getattr(fn, "__module__", None) or \
+                getattr(getattr(fn, "func", None), "__module__", None)
+            if module in _OWN_PLUGIN_MODULES or module in out:
+                continue
+            if module == "__main__" and getattr(main, "__file__", None):
+                continue  # spawn runs the main script again in each child
+            file = getattr(sys.modules.get(module), "__file__", None)
+            if module is None or (file is None and importlib.util.find_spec(module) is None):
+                raise ValueError(
+                    f"{kind} {name!r} is defined in {module or 'an unknown module'}, which "
+                    f"the worker processes that would train these runs cannot import ({why}); "
+                    "define it in a .py module imported here, or train in this process")
+            out[module] = file
+    return sorted(out.items())
+
+
+def _import_plugins(modules):
+    """Import (or load from their files) the modules of _plugin_modules."""
+    for name, file in modules:
+        if name in sys.modules:
+            continue
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            if file is None:
+                raise
+            spec = importlib.util.spec_from_file_location(name, file)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module
+            spec.loader.exec_module(module)
+
+
+def _child_init(threads, queue, modules):
     global _TICKER
     _die_with_parent()
     _pin_threads(threads)
+    _import_plugins(modules)
     _TICKER = _Ticker(queue)
 
 
@@ -126,12 +188,13 @@ def _child_run(cfg, path, data_dir, ctx, skip_dead):
         _TICKER.flush()
 
 
-def _run_in_children(todo, jobs, threads, data_dir, ctx, bar, skip_dead):
+def _run_in_children(todo, jobs, threads, data_dir, ctx, bar, skip_dead, why):
+    modules = _plugin_modules([cfg for cfg, _ in todo], why)
     spawn = multiprocessing.get_context("spawn")
     queue = spawn.Queue()        # handed over at process start, as initargs
     with _child_environment(threads), ProcessPoolExecutor(
             max_workers=min(jobs, len(todo)), mp_context=spawn, initializer=_child_init,
-            initargs=(threads, queue)) as pool:
+            initargs=(threads, queue, modules)) as pool:
         pending = {pool.submit(_child_run, cfg, str(path), data_dir, ctx, skip_dead): cfg
                    for cfg, path in todo}
         try:
@@ -241,7 +304,12 @@ def run(spec, out="results", jobs=1, data_dir=None, progress=True, ctx="cpu",
                 execute(cfg, path, data_dir, bar.update, ctx, skip_dead)
                 bar.runs_done()
         elif todo:
-            _run_in_children(todo, jobs, spec.threads, data_dir, ctx, bar, skip_dead)
+            why = (f"jobs={jobs}" if jobs > 1 else
+                   f"mxnet is loaded here with OMP_NUM_THREADS="
+                   f"{os.environ.get('OMP_NUM_THREADS', 'unset')}, the spec asks for "
+                   f"threads={spec.threads}; set OMP_NUM_THREADS={spec.threads} before "
+                   "importing mxnet to train here")
+            _run_in_children(todo, jobs, spec.threads, data_dir, ctx, bar, skip_dead, why)
     finally:
         bar.close()
     return paths

@@ -2,6 +2,7 @@
 JSON-lines logs, pre-flight refusals, resume after a crash or kill -9, and
 parallel runs."""
 import dataclasses
+import importlib.util
 import json
 import math
 import os
@@ -11,11 +12,12 @@ import subprocess
 import sys
 import textwrap
 import time
+import types
 
 import numpy as np
 import pytest
 
-from byzsgd import experiment, runner, training
+from byzsgd import aggregators, attacks, experiment, runner, training
 from byzsgd.experiment import Arm, Spec
 
 CONFIG_KEYS = {"type", "figure", "run_id", "label", "group", "x", "reference", "rule",
@@ -356,14 +358,51 @@ def test_a_run_in_progress_is_locked(data_root, tmp_path):
     assert not path.exists()
 
 
+PLUGIN_SOURCE = """
+import numpy as np
+from byzsgd import aggregators
+
+@aggregators.register("test_file_rule", override=True)
+def file_rule(grads):
+    return grads.mean(axis=0, dtype=np.float64).astype(grads.dtype)
+"""
+
+
 def test_parallel_jobs_match_serial(data_root, tmp_path):
-    spec = small_spec(attack=None, attack_params={}, rounds=6, eval_every=3,
-                      arms=(Arm("Mean", "mean"), Arm("Medoid", "medoid")))
-    serial = runner.run(spec, out=tmp_path / "serial", data_dir=data_root, progress=False)
-    parallel = runner.run(spec, out=tmp_path / "parallel", jobs=2, data_dir=data_root,
-                          progress=False)
+    """Also for a rule registered by a module that is not on sys.path (a
+    figure module loaded from its file): the worker processes load it too."""
+    path = tmp_path / "user_plugins.py"
+    path.write_text(PLUGIN_SOURCE)
+    spec = importlib.util.spec_from_file_location("test_user_plugins", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["test_user_plugins"] = module
+    spec.loader.exec_module(module)
+    try:
+        spec = small_spec(attack=None, attack_params={}, rounds=6, eval_every=3,
+                          arms=(Arm("Mean", "mean"), Arm("Medoid", "medoid"),
+                                Arm("File", "test_file_rule")))
+        serial = runner.run(spec, out=tmp_path / "serial", data_dir=data_root, progress=False)
+        parallel = runner.run(spec, out=tmp_path / "parallel", jobs=2, data_dir=data_root,
+                              progress=False)
+    finally:
+        aggregators.REGISTRY.unregister("test_file_rule")
+        del sys.modules["test_user_plugins"]
     for a, b in zip(serial, parallel):
         assert without_elapsed(strict_lines(a)) == without_elapsed(strict_lines(b))
+
+
+def test_a_rule_no_worker_process_can_import_is_refused_before_training(data_root, tmp_path):
+    """A rule defined in a notebook or a REPL: spawned processes cannot know it."""
+    session = types.ModuleType("interactive_session")       # no file, not importable
+    exec("def session_rule(grads):\n    return grads[0].copy()", session.__dict__)
+    aggregators.register("test_session_rule", override=True)(session.session_rule)
+    try:
+        with pytest.raises(ValueError, match="'test_session_rule' is defined in "
+                                             "interactive_session.*cannot import.*jobs=2"):
+            runner.run(small_spec(arms=(Arm("S", "test_session_rule"),)), out=tmp_path,
+                       jobs=2, data_dir=data_root, progress=False)
+    finally:
+        aggregators.REGISTRY.unregister("test_session_rule")
 
 
 @pytest.mark.parametrize("user, want", [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
@@ -411,6 +450,39 @@ def test_preflight_refuses_before_training(data_root, tmp_path, changes, words):
     for word in words:
         assert word in str(err.value)
     assert not any(tmp_path.iterdir())                     # nothing written
+
+
+@pytest.fixture
+def writing_plugins():
+    """A rule and an attack that write to their input, registered for one test."""
+    @aggregators.register("test_inplace_rule", override=True)
+    def inplace_rule(grads):
+        grads[0] = 0.0
+        return grads.mean(axis=0)
+
+    @attacks.register("test_inplace_attack", override=True)
+    def inplace_attack(grads, rng):
+        grads *= -1.0
+        return grads
+    yield
+    aggregators.REGISTRY.unregister("test_inplace_rule")
+    attacks.REGISTRY.unregister("test_inplace_attack")
+
+
+@pytest.mark.parametrize("changes, words", [
+    (dict(arms=(Arm("X", "test_inplace_rule"),)), ["aggregator test_inplace_rule()",
+                                                    "writes to its input"]),
+    (dict(attack="test_inplace_attack", attack_params={}),
+     ["attack test_inplace_attack()", "writes to its input"]),
+])
+def test_preflight_refuses_plugins_that_write_to_their_input(data_root, tmp_path,
+                                                             writing_plugins, changes, words):
+    """Caught before the log and its round-0 line are written, not at round 1."""
+    with pytest.raises(ValueError) as err:
+        runner.run(small_spec(**changes), out=tmp_path, data_dir=data_root, progress=False)
+    for word in words:
+        assert word in str(err.value)
+    assert not any(tmp_path.iterdir())
 
 
 def test_existing_log_with_other_settings_is_refused(data_root, tmp_path):
