@@ -38,3 +38,21 @@ def test_python_example_trains_with_a_custom_rule(data_root, tmp_path, monkeypat
     printed = capsys.readouterr().out.strip().splitlines()[-1]
     acc = float(re.search(r"1: ([0-9.]+)", printed).group(1))
     assert acc > 0.8, printed
+
+
+def test_the_example_rule_passes_the_property_suite_as_readme_says(tmp_path):
+    """README's way to test one's own rule (BYZSGD_PLUGINS), on README's rule."""
+    import os
+    import subprocess
+    import sys
+    rule = re.search(r'(@aggregators\.register\("middle_mean"\)\ndef middle_mean.*?)\n\n',
+                     README, re.S).group(1)
+    (tmp_path / "my_rules.py").write_text(
+        f"import numpy as np\nfrom byzsgd import aggregators\n\n{rule}\n", encoding="utf-8")
+    cmd = re.search(r"`BYZSGD_PLUGINS=my_rules python (-m pytest [^`]*)`", README).group(1)
+    env = {**os.environ, "BYZSGD_PLUGINS": "my_rules",
+           "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, *cmd.split(), "-q", "-p", "no:cacheprovider",
+                           "-k", "middle_mean"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0 and " passed" in done.stdout, done.stdout[-2000:]
