@@ -15,7 +15,10 @@ configuration raises (ValueError naming n and q or b).
 
 The coordinate-wise work is in :mod:`byzsgd.coordinate`, distances and Gram
 matrices in :mod:`byzsgd.distances`: numba kernels for float32 input, with a
-pure-numpy path (BYZSGD_NO_NUMBA=1) giving the same results.
+pure-numpy path (BYZSGD_NO_NUMBA=1) giving the same results up to rounding
+(the coordinate-wise rules bit for bit). Rows tied in exact arithmetic (e.g.
+Medoid's candidates when all rows lie on one line) may be told apart
+differently by the two paths' rounding.
 
 References: Xie, Koyejo, Gupta 2018, "Generalized Byzantine-tolerant SGD"
 (Definitions 3, 6-9); Blanchard et al. 2017 (Krum, Multi-Krum); Yin et al.
@@ -196,7 +199,7 @@ def krum(grads, q):
     q = _int("krum", "q", q)
     grads = _check(grads)
     n = grads.shape[0]
-    _need(q >= 0 and n > 2 * q + 2, "krum", "n > 2q + 2", n, q=q)
+    _need(q >= 0 and n > 2 * q + 2, "krum", "q >= 0 and n > 2q + 2", n, q=q)
     counts, sums = krum_scores(distances.sq_distances(grads), n - q - 2)
     k = int(_lex_argsort(counts, sums, grads.__getitem__)[0])
     return grads[k].copy(), {"selected": k}
@@ -216,7 +219,7 @@ def multikrum(grads, q, m=None):
     n = grads.shape[0]
     m = n - q if m is None else _int("multikrum", "m", m)
     _need(q >= 0 and n > 2 * q + 2 and 1 <= m <= n, "multikrum",
-          "n > 2q + 2 and 1 <= m <= n", n, q=q, m=m)
+          "q >= 0, n > 2q + 2 and 1 <= m <= n", n, q=q, m=m)
     counts, sums = krum_scores(distances.sq_distances(grads), n - q - 2)
     chosen = _lex_argsort(counts, sums, grads.__getitem__)[:m]
     chosen = np.sort(chosen)
@@ -242,7 +245,7 @@ def bulyan(grads, q):
     q = _int("bulyan", "q", q)
     grads = _check(grads)
     n = grads.shape[0]
-    _need(q >= 0 and n >= 4 * q + 3, "bulyan", "n >= 4q + 3", n, q=q)
+    _need(q >= 0 and n >= 4 * q + 3, "bulyan", "q >= 0 and n >= 4q + 3", n, q=q)
     chosen = _iterated_krum(grads, distances.sq_distances(grads), q, n - 2 * q)
     agg = coordinate.mean_around(grads, n - 4 * q, centre="median", rows=chosen)
     return agg, {"selected": chosen}

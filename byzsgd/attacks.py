@@ -58,7 +58,34 @@ def _check(grads, what):
 def _select(grads, rng, q, model, what):
     n, d = _check(grads, what)
     q = failures.check_q(n, q, what)
-    return _named(what, failures.resolve(model), n, d, q, rng)
+    fn = failures.resolve(model)
+    return _checked_cells(what, fn, _named(what, fn, n, d, q, rng), n, d, q)
+
+
+def _checked_cells(what, fn, cells, n, d, q):
+    """``cells`` if a failure model may return them: Cells of an (n, d)
+    matrix, at most q in a coordinate (Definition 4's bound; a user's model
+    returning more would silently corrupt more than q). Cheap: rows are
+    counted by layout, Sparse cells per column only."""
+    if not isinstance(cells, failures.Cells):
+        raise TypeError(f"{what}: failure model {fn!r} returned {type(cells).__name__}, "
+                        "expected failures.Cells (Rows, PerColumn or Sparse)")
+    if (cells.n, cells.d) != (n, d):
+        raise ValueError(f"{what}: failure model {fn!r} returned cells of an "
+                         f"({cells.n}, {cells.d}) matrix for an ({n}, {d}) one")
+    if isinstance(cells, failures.Rows):
+        if len(cells.rows) and not 0 <= cells.rows.min() <= cells.rows.max() < n:
+            raise ValueError(f"{what}: failure model {fn!r} returned rows "
+                             f"{cells.rows.tolist()}, outside 0..{n - 1}")
+        most = len(np.unique(cells.rows))
+    elif isinstance(cells, failures.PerColumn):
+        most = cells.shape[0]
+    else:
+        most = int(cells.column_counts().max(initial=0))
+    if most > q:
+        raise ValueError(f"{what}: failure model {fn!r} returned {most} cells in a "
+                         f"coordinate, more than q={q}")
+    return cells
 
 
 def _named(what, fn, *args, **kwargs):
@@ -95,7 +122,8 @@ def _honest_sum(out, cells):
     Zeroes ``cells`` in ``out`` (a copy the caller overwrites afterwards), so
     no (n, d) float64 temporary is needed."""
     cells.put(out, 0)
-    total = out.sum(axis=0, dtype=np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):  # honest +inf and -inf: NaN
+        total = out.sum(axis=0, dtype=np.float64)
     return total, out.shape[0] - cells.column_counts()
 
 

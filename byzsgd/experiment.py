@@ -15,7 +15,7 @@ import importlib
 import json
 import pkgutil
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -151,8 +151,16 @@ def run_id(arm, seed):
 
 
 def _plain(value):
-    """JSON-ready copy (tuples become lists); refuses NaN and non-JSON values."""
-    return json.loads(json.dumps(value, allow_nan=False))
+    """JSON-ready copy (tuples become lists, numpy scalars and arrays Python
+    numbers and lists); refuses NaN and other values JSON cannot hold."""
+    return json.loads(json.dumps(value, allow_nan=False, default=_numpy_value))
+
+
+def _numpy_value(value):
+    if isinstance(value, (np.generic, np.ndarray)):  # e.g. q from np.arange in a sweep
+        return value.tolist()
+    raise TypeError(f"{value!r} ({type(value).__name__}) cannot be logged: settings must be "
+                    "numbers, strings, booleans, None, lists or dicts")
 
 
 def _attack_of(spec, arm):
@@ -179,15 +187,24 @@ def resolve_runs(spec):
         if not isinstance(arm.rule, str):
             raise TypeError(f"arm {arm.label!r}: rule must be a registered name, got "
                             f"{arm.rule!r}; valid names: {', '.join(aggregators.names())}")
+        _need_dict(arm, "rule_params", arm.rule_params)
         rule = aggregators.get(arm.rule, **arm.rule_params)
+        for where, params in (("the spec's attack_params", spec.attack_params),
+                              ("attack_params", arm.attack_params)):
+            if params is not INHERIT:
+                _need_dict(arm, where, params)
         attack, attack_params = _attack_of(spec, arm)
+        if attack is not None and not isinstance(attack, str):
+            raise TypeError(f"arm {arm.label!r}: attack must be a registered name or None, "
+                            f"its parameters in attack_params; got {attack!r}; valid names: "
+                            f"{', '.join(attacks.names())}")
         if attack is not None:
             attack_params = attacks.get(attack, **attack_params).params
         elif attack_params:
             raise ValueError(f"arm {arm.label!r}: attack_params {attack_params} "
                              f"given without an attack")
         for seed in spec.seeds:
-            runs.append(_plain({
+            runs.append(_logged(arm, {
                 "figure": spec.figure, "run_id": run_id(arm, seed), "label": arm.label,
                 "group": arm.group, "x": arm.x, "reference": bool(arm.reference),
                 "rule": arm.rule, "rule_params": rule.params, "attack": attack,
@@ -200,6 +217,20 @@ def resolve_runs(spec):
                 "threads": spec.threads, "partition": spec.partition,
                 "plot": _plot_of(spec)}))
     return runs
+
+
+def _need_dict(arm, name, value):
+    if not isinstance(value, Mapping):
+        raise TypeError(f"arm {arm.label!r}: {name} must be a dict of parameters, "
+                        f"got {value!r}")
+
+
+def _logged(arm, cfg):
+    """cfg as the log records it (_plain), an error naming the arm if it cannot be."""
+    try:
+        return _plain(cfg)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"arm {arm.label!r}: {err}") from None
 
 
 def _positive(spec, **values):

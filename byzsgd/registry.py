@@ -9,6 +9,7 @@ callable. A plugin may return either its result or ``(result, info)`` where
 the last ``info`` (the function itself stays pure).
 """
 import inspect
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -88,6 +89,7 @@ class Registry:
         self.kind = kind
         self.data_args = data_args
         self._fns = {}
+        self._a = "an" if kind[0] in "aeiou" else "a"  # the article, for messages
 
     def register(self, name=None, *, override=False):
         """Decorator registering ``fn`` under ``name`` (default: its __name__);
@@ -99,7 +101,10 @@ class Registry:
             raise TypeError(f"{self.kind} names are non-empty strings, got {name!r}")
 
         def deco(fn):
-            key = name or fn.__name__
+            key = name or getattr(fn, "__name__", None)
+            if not key:
+                raise TypeError(f"{fn!r} has no __name__ (a functools.partial or a callable "
+                                f"object): register it with a name, register(\"...\")")
             if key in self._fns and not override:
                 raise ValueError(
                     f"{self.kind} {key!r} is already registered; "
@@ -164,12 +169,15 @@ class Registry:
         if isinstance(spec, str):
             return self.get(spec)
         if isinstance(spec, (tuple, list)) and len(spec) == 2 and isinstance(spec[0], str):
+            if spec[1] is not None and not isinstance(spec[1], Mapping):
+                raise TypeError(f"{self.kind} {spec[0]!r}: parameters must be a dict, as in "
+                                f"({spec[0]!r}, {{...}}), got {spec[1]!r}")
             return self.get(spec[0], **dict(spec[1] or {}))
         if callable(spec):
             name = getattr(spec, "__name__", type(spec).__name__)
             return Bound(name, spec, {})
         raise TypeError(
-            f"cannot interpret {spec!r} as an {self.kind}: give a name "
+            f"cannot interpret {spec!r} as {self._a} {self.kind}: give a name "
             f"({', '.join(self.names())}), a (name, params) pair or a callable")
 
     def _param_names(self, fn):
@@ -178,7 +186,8 @@ class Registry:
                 p.kind not in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
                 for p in params[:self.data_args]):
             raise TypeError(
-                f"a {self.kind} must take {self.data_args} positional data "
-                f"argument(s) first; {fn.__name__} has {[p.name for p in params]}")
+                f"{self._a} {self.kind} must take {self.data_args} positional data "
+                f"argument(s) first; {getattr(fn, '__name__', fn)!r} has "
+                f"{[p.name for p in params]}")
         return [p.name for p in params[self.data_args:]
                 if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]

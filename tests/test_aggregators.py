@@ -149,6 +149,26 @@ def test_user_rule_registers_and_resolves():
         aggregators.REGISTRY.unregister("test_first_row")
 
 
+def test_registry_messages_for_malformed_plugins_and_params():
+    import functools
+    with pytest.raises(TypeError, match="no __name__.*register it with a name"):
+        aggregators.register()(functools.partial(aggregators.trmean, b=1))
+    with pytest.raises(TypeError, match="an aggregation rule must take 1 positional"):
+        aggregators.register("test_no_args")(lambda: None)
+    with pytest.raises(TypeError, match=r"'krum': parameters must be a dict.*got 2"):
+        aggregators.resolve(("krum", 2))
+
+
+@pytest.mark.parametrize("rule, n, want", [
+    ("krum", 7, "q >= 0 and n > 2q \\+ 2, got n=7, q=-1"),
+    ("multikrum", 7, "q >= 0, n > 2q \\+ 2 and 1 <= m <= n, got n=7, q=-1"),
+    ("bulyan", 11, "q >= 0 and n >= 4q \\+ 3, got n=11, q=-1"),
+])
+def test_negative_q_is_named_as_the_broken_condition(rule, n, want):
+    with pytest.raises(ValueError, match=want):
+        aggregators.get(rule, q=-1)(np.zeros((n, 2), np.float32))
+
+
 def test_validate_refuses_a_rule_that_writes_to_its_input():
     def sorts_in_place(grads):
         grads.sort(axis=0)

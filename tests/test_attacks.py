@@ -3,6 +3,7 @@ attacks.names(), so users' attacks get them too), exact values and bit
 patterns of the paper's attacks, corruption counts per failure model, and
 parameter errors."""
 import statistics
+import warnings
 
 import numpy as np
 import pytest
@@ -55,8 +56,11 @@ def test_nonfinite_input_is_not_an_error(name):
     g[0, :5] = np.nan
     g[1, 5:9] = np.inf
     g[2, 9] = -np.inf
+    g[3, 5] = -np.inf          # +inf and -inf in one column: sums are NaN, silently
     before = g.copy()
-    out, _ = run(name, g, **PARAMS.get(name, {}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out, _ = run(name, g, **PARAMS.get(name, {}))
     assert out.shape == g.shape
     assert np.array_equal(g, before, equal_nan=True)
 
@@ -147,6 +151,19 @@ def test_callable_model():
     model = lambda n, d, q, rng: failures.Rows([n - 1], n, d)    # noqa: E731
     out, _ = run("nonfinite", g, model=model)
     assert np.isnan(out[-1]).all() and np.array_equal(out[:-1], g[:-1])
+
+
+@pytest.mark.parametrize("model, error, want", [
+    (lambda n, d, q, rng: np.zeros((n, d), bool), TypeError, "returned ndarray, expected"),
+    (lambda n, d, q, rng: failures.Rows([0, 1, 2], n, d), ValueError,
+     "3 cells in a coordinate, more than q=1"),
+    (lambda n, d, q, rng: failures.Rows([n], n, d), ValueError, "outside 0..19"),
+    (lambda n, d, q, rng: failures.Rows([0], n + 1, d), ValueError, "an \\(21, 1200\\) matrix"),
+])
+def test_a_users_failure_model_is_checked(model, error, want):
+    """Not a raw numpy error, nor more corrupted cells than q, in silence."""
+    with pytest.raises(error, match="nonfinite: failure model .*" + want):
+        run("nonfinite", grads(), q=1, model=model)
 
 
 # ---------------------------------------------------------- exact values

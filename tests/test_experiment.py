@@ -443,6 +443,12 @@ def test_children_idle_threads_sleep_unless_the_user_says(monkeypatch, user, wan
     (dict(threads=0), ["threads=0"]),
     (dict(optimizer_params={"momentum": "x"}), ["optimizer 'sgd'", "momentum"]),
     (dict(optimizer_params={"learning_rate": 0.5}), ["as lr", "learning_rate"]),
+    (dict(attack=("gaussian", {"q": 6})), ["attack must be a registered name", "attack_params",
+                                           "('gaussian', {'q': 6})"]),
+    (dict(arms=(Arm("A", "mean", None),)), ["arm 'A'", "rule_params must be a dict", "None"]),
+    (dict(arms=(Arm("A", "mean", attack_params=[6]),)), ["arm 'A'", "attack_params", "[6]"]),
+    (dict(arms=(Arm("G", "geomed", {"tol": {1e-6}}),)), ["arm 'G'", "{1e-06}", "cannot be logged"]),
+    (dict(arms=(Arm("G", "geomed", {"tol": np.nan}),)), ["arm 'G'", "not JSON compliant"]),
 ])
 def test_preflight_refuses_before_training(data_root, tmp_path, changes, words):
     with pytest.raises((ValueError, TypeError)) as err:
@@ -450,6 +456,15 @@ def test_preflight_refuses_before_training(data_root, tmp_path, changes, words):
     for word in words:
         assert word in str(err.value)
     assert not any(tmp_path.iterdir())                     # nothing written
+
+
+def test_numpy_numbers_in_settings_are_logged_as_python_numbers():
+    """q from np.arange in a sweep: the same run as q=2."""
+    spec = small_spec(arms=(Arm("K", "krum", {"q": np.int64(2)}),
+                            Arm("G", "geomed", {"tol": np.float32(0.5)})))
+    krum, geomed = experiment.resolve_runs(spec)
+    assert krum["rule_params"] == {"q": 2} and type(krum["rule_params"]["q"]) is int
+    assert geomed["rule_params"]["tol"] == 0.5
 
 
 @pytest.fixture
