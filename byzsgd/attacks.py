@@ -30,6 +30,7 @@ import statistics
 import numpy as np
 
 from . import failures
+from .checks import is_real
 from .registry import Registry
 
 __all__ = ["REGISTRY", "register", "names", "get", "resolve", "gaussian",
@@ -55,8 +56,25 @@ def _check(grads, what):
     return grads.shape
 
 
+def _number(what, name, value):
+    """``value`` as a float; a ValueError naming the attack and the parameter
+    for a string, None or a bool (which numpy would turn into its own error
+    deep inside, or silently into 0 and 1)."""
+    if not is_real(value):
+        raise ValueError(f"{what}: {name}={value!r} must be a number")
+    return float(value)
+
+
+def _generator(what, rng):
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"{what}: rng must be a numpy.random.Generator "
+                        f"(np.random.default_rng(seed)), got {rng!r}")
+    return rng
+
+
 def _select(grads, rng, q, model, what):
     n, d = _check(grads, what)
+    _generator(what, rng)
     q = failures.check_q(n, q, what)
     fn = failures.resolve(model)
     return _checked_cells(what, fn, _named(what, fn, n, d, q, rng), n, d, q)
@@ -157,7 +175,7 @@ def gaussian(grads, rng, q=6, sigma=200.0, model="classic"):
     q : Byzantine rows (classic) or cells per coordinate; sigma >= 0: std;
     model : failure model (see module docstring). Paper: q=6 of n=20, sigma=200.
     """
-    if not sigma >= 0:
+    if not _number("gaussian", "sigma", sigma) >= 0:
         raise ValueError(f"gaussian: sigma={sigma} must be >= 0")
     cells = _select(grads, rng, q, model, "gaussian")
     dtype = np.dtype(grads.dtype if grads.dtype in (np.float32, np.float64) else np.float64)
@@ -175,6 +193,7 @@ def omniscient(grads, rng, q=6, scale=1e20, model="classic"):
     correct cells. Computed in float64 and cast: ±inf only where the value
     overflows the dtype. Paper: q=6 of n=20, scale=1e20.
     """
+    scale = _number("omniscient", "scale", scale)
     cells = _select(grads, rng, q, model, "omniscient")
     out = grads.copy()
     total, _ = _honest_sum(out, cells)
@@ -213,6 +232,7 @@ def bitflip(grads, rng, bits=(22, 30, 31, 32), dims=1000, per_dim=1, numbering="
     """
     mask = flip_mask(bits, numbering)
     _check(grads, "bitflip")
+    _generator("bitflip", rng)
     if grads.dtype != np.float32:
         raise ValueError(f"bitflip flips float32 bit patterns; got {grads.dtype} "
                          f"gradients (convert with grads.astype(np.float32))")
@@ -238,6 +258,8 @@ def gambler(grads, rng, servers=20, faulty=1, prob=0.0005, factor=-1e20, fixed=F
     exact in distribution. Paper: 20 servers, 1 faulty, prob=0.0005, -1e20.
     """
     n, d = _check(grads, "gambler")
+    _generator("gambler", rng)
+    prob, factor = _number("gambler", "prob", prob), _number("gambler", "factor", factor)
     shard = _named("gambler", failures.sharded, n, d, n, rng, servers=servers, faulty=faulty,
                    fixed=fixed)
     cells = failures.thin(shard, prob, rng)
@@ -252,6 +274,7 @@ def gambler(grads, rng, servers=20, faulty=1, prob=0.0005, factor=-1e20, fixed=F
 @register("signflip")
 def signflip(grads, rng, q=6, scale=1.0, model="classic"):
     """Sign flip: each Byzantine cell x becomes -scale * x (its own value)."""
+    scale = _number("signflip", "scale", scale)
     cells = _select(grads, rng, q, model, "signflip")
     return _put(grads.copy(), cells, _scaled(cells.take(grads), -scale))
 
@@ -276,6 +299,7 @@ def alie(grads, rng, q=6, z=None, model="classic"):
                              f"(s = floor(n/2+1) - q = {s} must be in 1..{n - 1}); "
                              f"give z explicitly")
         z = statistics.NormalDist().inv_cdf((n - s) / n)
+    z = _number("alie", "z", z)
     cells = _select(grads, rng, q, model, "alie")
     out = grads.copy()
     mean, std = _honest_mean_std(out, cells)
@@ -287,6 +311,7 @@ def ipm(grads, rng, q=6, eps=0.1, model="classic"):
     """Inner-product manipulation (Xie, Koyejo, Gupta 2019, "Fall of empires"):
     Byzantine cells become -eps x the mean of the honest cells of their
     coordinate (classic: -eps x the mean of the n - q correct rows)."""
+    eps = _number("ipm", "eps", eps)
     cells = _select(grads, rng, q, model, "ipm")
     if q == grads.shape[0] and q:
         raise ValueError(f"ipm: q={q} = n leaves no honest values to average")
@@ -311,6 +336,7 @@ def nonfinite(grads, rng, q=6, value="nan", model="classic"):
             raise ValueError(f"nonfinite: value={value!r} must be a float or one "
                              f"of {', '.join(sorted(_NONFINITE))}")
         value = _NONFINITE[value.lower()]
+    value = _number("nonfinite", "value", value)
     cells = _select(grads, rng, q, model, "nonfinite")
     return _put(grads.copy(), cells, _cast(value, grads.dtype))
 
@@ -330,6 +356,9 @@ def theorem1(grads, rng, q=1, g=None, model="generalized"):
     """
     cells = _select(grads, rng, q, model, "theorem1")
     n, d = grads.shape
+    if g is not None and np.shape(g) not in ((), (d,)):
+        raise ValueError(f"theorem1: g must be a number or a (d,) vector, d={d}; "
+                         f"got shape {np.shape(g)}")
     out = grads.copy()
     total, honest = _honest_sum(out, cells)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -348,6 +377,8 @@ def theorem2(grads, rng, factor=-1e10):
     Medoid return a vector with <Aggr, g> hugely negative. Deterministic.
     """
     n, d = _check(grads, "theorem2")
+    _generator("theorem2", rng)   # unused, but every attack takes the same arguments
+    factor = _number("theorem2", "factor", factor)
     k = np.arange(min(n, d))
     cells = failures.Sparse(k, k, n, d)
     return _put(grads.copy(), cells, _scaled(cells.take(grads), factor))

@@ -301,3 +301,27 @@ def test_bad_grads_and_unknown_names():
         attacks.get("gaussian", sigmaa=1.0)
     assert attacks.resolve(None) is None
     assert attacks.resolve(("gaussian", {"q": 2})).params["q"] == 2
+
+
+@pytest.mark.parametrize("name, params, want", [
+    ("gaussian", {"sigma": "a"}, "gaussian: sigma='a' must be a number"),
+    ("gaussian", {"sigma": None}, "gaussian: sigma=None must be a number"),
+    ("omniscient", {"scale": "x"}, "omniscient: scale='x' must be a number"),
+    ("signflip", {"scale": None}, "signflip: scale=None must be a number"),
+    ("ipm", {"eps": True}, "ipm: eps=True must be a number"),
+    ("alie", {"z": "a"}, "alie: z='a' must be a number"),
+    ("gambler", {"prob": "a"}, "gambler: prob='a' must be a number"),
+    ("theorem2", {"factor": "a"}, "theorem2: factor='a' must be a number"),
+    ("nonfinite", {"value": None}, "nonfinite: value=None must be a number"),
+    ("theorem1", {"g": np.ones(5)}, "theorem1: g must be a number or a \\(d,\\) vector"),
+])
+def test_parameters_of_the_wrong_type_are_named(name, params, want):
+    with pytest.raises(ValueError, match=want):
+        run(name, grads(), **params)
+
+
+@pytest.mark.parametrize("name", attacks.names())
+@pytest.mark.parametrize("rng", [None, 0, np.random.RandomState(0)])
+def test_an_rng_that_is_not_a_generator_is_named(name, rng):
+    with pytest.raises(TypeError, match=f"{name}: rng must be a numpy.random.Generator"):
+        attacks.get(name, **PARAMS.get(name, {}))(grads(), rng)
