@@ -156,6 +156,9 @@ def _plot_target(name, results):
         if any((Path(results) / name).glob("*.jsonl")):
             return name, name, {}
         raise
+    if not hasattr(module, "SPEC"):
+        raise ValueError(f"{name!r} ({module.__name__}) is a table, not a plot: "
+                         f"`byzsgd run {name}` prints it")
     source = module.SPEC.figure
     return getattr(module, "FIGURE", source), source, getattr(module, "PLOT", None) or {}
 
@@ -164,15 +167,33 @@ def _cmd_plot(args):
     from . import plotting
     results = _results(args)
     figure, source, overrides = _plot_target(args.figure, results)
-    for path in plotting.plot_figure(figure, results=results, out=args.out, source=source,
-                                     **overrides):
+    try:
+        paths = plotting.plot_figure(figure, results=results, out=args.out, source=source,
+                                     **overrides)
+    except FileNotFoundError as err:
+        if _has_quick_logs(args, source):
+            raise FileNotFoundError(f"{err}; the --quick runs are in {QUICK_RESULTS}: "
+                             f"byzsgd plot {args.figure} --quick") from None
+        raise
+    for path in paths:
         print(path)
     return 0
 
 
+def _has_quick_logs(args, figure=None):
+    """Whether the quick results hold logs (of ``figure``) that args do not read."""
+    if args.quick or args.results:
+        return False
+    return any(Path(QUICK_RESULTS).glob(f"{figure or '*'}/*.jsonl"))
+
+
 def _cmd_report(args):
     from . import plotting
-    print(plotting.report(results=_results(args), out=args.out))
+    results = _results(args)
+    print(plotting.report(results=results, out=args.out))
+    if not any(Path(results).glob("*/*.jsonl")) and _has_quick_logs(args):
+        print(f"byzsgd: no logs in {results}; the --quick runs are in {QUICK_RESULTS}: "
+              "byzsgd report --quick", file=sys.stderr)
     return 0
 
 
@@ -225,6 +246,14 @@ def _guarded(func, args):
             raise
         print(f"byzsgd: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if os.environ.get("BYZSGD_TRACEBACK"):
+            raise
+        resume = ("; rerun the same command to resume (finished runs are kept, the others "
+                  "continue from their last checkpoint)"
+                  if getattr(args, "command", None) in ("run", None) else "")
+        print(f"byzsgd: interrupted{resume}", file=sys.stderr)
+        return 130
 
 
 def run_main(spec, argv=None, figure=None, plot=None):

@@ -118,7 +118,10 @@ def _read_archive(path, wanted):
 
 
 def _download(url, dest, sha1):
-    """Fetch ``url`` into ``dest`` atomically; verify ``sha1`` when given."""
+    """Fetch ``url`` into ``dest`` atomically; verify ``sha1`` when given. A
+    failed download leaves no folder behind that it created (a mistyped
+    --data-dir would otherwise gain an empty mnist/)."""
+    created = [p for p in (dest.parent, *dest.parent.parents) if not p.exists()]
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
     try:
@@ -128,9 +131,14 @@ def _download(url, dest, sha1):
         if sha1 and got != sha1:
             raise DataError(f"{url} has SHA-1 {got}, expected {sha1}")
         os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    except BaseException:
+        os.unlink(tmp)
+        for folder in created:   # deepest first; stops at one that is not empty
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        raise
 
 
 def _fetch_missing(info, folder, missing):

@@ -97,7 +97,8 @@ class ByzantineTrainer(gluon.Trainer):
                 "ByzantineTrainer aggregates gradients itself and uses no KVStore: "
                 f"got kvstore={kvstore!r}, compression_params={compression_params!r}, "
                 f"update_on_kvstore={update_on_kvstore!r}; use kvstore=None (or "
-                "'device'/'local'), no compression, update_on_kvstore=None")
+                "'device'/'local'), no compression, update_on_kvstore=None; on a "
+                "parameter-server cluster (byzsgd launch), kvstore='dist_byz'")
         super().__init__(params, optimizer, optimizer_params, kvstore=None)
         n_ctx = len(self._contexts)
         if num_workers is None:

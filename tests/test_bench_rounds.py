@@ -47,9 +47,10 @@ def test_bench_scaling_compares_one_process_with_two(mnist, capsys):
     assert len(re.search(r"2 process\(es\).*median round (.*) ms", text).group(1).split(",")) == 2
 
 
-def test_bench_scaling_refuses_no_jobs():
-    with pytest.raises(ValueError, match="--jobs=0 must be >= 1"):
-        bench.main(["scaling", "--jobs", "0"])
+def test_bench_scaling_refuses_no_jobs(capsys):
+    """Bad input: one line naming it, exit status 2, as `byzsgd run` does."""
+    assert bench.main(["scaling", "--jobs", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "byzsgd: error: --jobs=0 must be >= 1"
 
 
 def test_bench_figure_times_the_runs_it_trains(mnist, tmp_path, capsys):

@@ -94,6 +94,22 @@ def test_quick_results_go_to_their_own_folder(monkeypatch, tmp_path, data_root, 
                      "Mean", "--data-dir", str(data_root), "--no-plot",
                      "--no-progress"]) == 0
     assert (tmp_path / cli.QUICK_RESULTS / "fig03" / "mean__seed0.jsonl").is_file()
+    assert cli.main(["plot", "fig03"]) == 2       # the default results hold no fig03
+    assert "byzsgd plot fig03 --quick" in capsys.readouterr().err
+    assert cli.main(["report"]) == 0
+    assert "byzsgd report --quick" in capsys.readouterr().err
+
+
+def test_plot_of_a_table_is_one_line(capsys):
+    assert cli.main(["plot", "table1"]) == 2
+    assert "is a table, not a plot: `byzsgd run table1`" in capsys.readouterr().err
+
+
+def test_an_interrupted_run_says_how_to_resume(capsys):
+    def interrupted(args):
+        raise KeyboardInterrupt
+    assert cli._guarded(interrupted, type("Args", (), {"command": "run"})()) == 130
+    assert "interrupted; rerun the same command to resume" in capsys.readouterr().err
 
 
 def test_bench_forwards_its_arguments(monkeypatch, tmp_path, capfd):

@@ -273,3 +273,12 @@ def _local_only(getaddrinfo):
             raise OSError("network disabled by the test")
         return getaddrinfo(host, *args, **kwargs)
     return lookup
+
+
+def test_a_failed_download_leaves_no_folders_behind(tmp_path, local_mirror, monkeypatch):
+    """A mistyped --data-dir: the error, and no empty <typo>/mnist/ created."""
+    monkeypatch.setattr(socket, "getaddrinfo", _local_only(socket.getaddrinfo))
+    typo = tmp_path / "typo" / "data"
+    with pytest.raises(data.DataError, match="MNIST files missing"):
+        data.load_raw("mnist", root=typo, train=False)      # the mirror holds nothing
+    assert not (tmp_path / "typo").exists()
