@@ -34,7 +34,8 @@ from .checks import integer, is_real
 from .registry import Registry, probe
 
 __all__ = ["REGISTRY", "register", "names", "get", "resolve", "validate",
-           "krum_scores"]
+           "krum_scores", "mean", "marmed", "meamed", "trmean", "phocas", "krum",
+           "multikrum", "medoid", "bulyan", "geomed", "cclip"]
 
 REGISTRY = Registry("aggregation rule", data_args=1)
 register = REGISTRY.register

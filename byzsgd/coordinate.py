@@ -67,7 +67,15 @@ def use_numba(backend=None):
 def fast_path(x, backend=None):
     """Whether to run the numba kernel on array ``x``. By default only for
     float32 (MXNet's gradient dtype): other dtypes take the numpy path, which
-    spares compiling every kernel twice; ``backend="numba"`` forces it."""
+    spares compiling every kernel twice; ``backend="numba"`` forces it
+    (float32 and float64 only). Arrays that are not float are refused: the
+    rules convert integers to float64 first, these kernels do not."""
+    if x.dtype.kind != "f":
+        raise ValueError(f"the coordinate and distance kernels take float arrays, got "
+                         f"{x.dtype} (convert with .astype(np.float64))")
+    if backend == "numba" and x.dtype not in (np.float32, np.float64):
+        raise ValueError(f"backend='numba' takes float32 or float64, got {x.dtype}; "
+                         "leave backend=None (numpy path) or convert")
     if backend is None:
         return use_numba() and x.dtype == np.float32
     return use_numba(backend)

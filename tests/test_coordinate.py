@@ -224,3 +224,18 @@ def test_public_kernels_check_their_arguments(call, words, backend):
         call(x, backend)
     for w in words:
         assert w in str(err.value)
+
+
+@pytest.mark.parametrize("call, want", [
+    (lambda: coordinate.trimmed_mean(np.arange(12, dtype=np.int32).reshape(4, 3), 1),
+     "take float arrays, got int32"),
+    (lambda: coordinate.trimmed_mean(np.arange(12, dtype=np.int32).reshape(4, 3), 1,
+                                     backend="numba"), "take float arrays, got int32"),
+    (lambda: coordinate.median(np.ones((4, 3), np.float16), backend="numba"),
+     "backend='numba' takes float32 or float64, got float16"),
+    (lambda: distances.sq_distances(np.ones((4, 3), np.int64)), "take float arrays, got int64"),
+])
+def test_kernels_refuse_what_they_cannot_compute(call, want):
+    """Integers were truncated on the numba path and a cast error on numpy's."""
+    with pytest.raises(ValueError, match=want):
+        call()
