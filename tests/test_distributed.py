@@ -403,7 +403,7 @@ def test_cli_launch_and_distributed_run_refuse_bad_settings(data_root, capsys):
     code = cli.main(["run", "fig02", "--distributed", "-n", "4", "-s", "2", "--arms", "Krum",
                      "--data-dir", str(data_root), "--no-plot", "--no-progress"])
     assert code == 2
-    assert "krum needs n > 2q + 2, got n=4, q=6" in capsys.readouterr().err
+    assert "krum needs q >= 0 and n > 2q + 2, got n=4, q=6" in capsys.readouterr().err
 
 
 def test_distributed_runs_beside_other_settings_are_refused_before_a_cluster(tmp_path,
