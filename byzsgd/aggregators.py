@@ -51,7 +51,7 @@ def validate(rule, n):
     ``rule`` is anything :func:`resolve` accepts. Returns the bound rule.
     """
     bound = resolve(rule)
-    probe("aggregator", bound, n, 1)
+    probe("aggregator", bound, (n, 1), (1,))
     return bound
 
 

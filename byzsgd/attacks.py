@@ -83,23 +83,14 @@ def _select(grads, rng, q, model, what):
 def _checked_cells(what, fn, cells, n, d, q):
     """``cells`` if a failure model may return them: Cells of an (n, d)
     matrix, at most q in a coordinate (Definition 4's bound; a user's model
-    returning more would silently corrupt more than q). Cheap: rows are
-    counted by layout, Sparse cells per column only."""
+    returning more would silently corrupt more than q)."""
     if not isinstance(cells, failures.Cells):
         raise TypeError(f"{what}: failure model {fn!r} returned {type(cells).__name__}, "
                         "expected failures.Cells (Rows, PerColumn or Sparse)")
     if (cells.n, cells.d) != (n, d):
         raise ValueError(f"{what}: failure model {fn!r} returned cells of an "
                          f"({cells.n}, {cells.d}) matrix for an ({n}, {d}) one")
-    if isinstance(cells, failures.Rows):
-        if len(cells.rows) and not 0 <= cells.rows.min() <= cells.rows.max() < n:
-            raise ValueError(f"{what}: failure model {fn!r} returned rows "
-                             f"{cells.rows.tolist()}, outside 0..{n - 1}")
-        most = len(np.unique(cells.rows))
-    elif isinstance(cells, failures.PerColumn):
-        most = cells.shape[0]
-    else:
-        most = int(cells.column_counts().max(initial=0))
+    most = cells.most_per_column()
     if most > q:
         raise ValueError(f"{what}: failure model {fn!r} returned {most} cells in a "
                          f"coordinate, more than q={q}")
@@ -356,9 +347,10 @@ def theorem1(grads, rng, q=1, g=None, model="generalized"):
     """
     cells = _select(grads, rng, q, model, "theorem1")
     n, d = grads.shape
-    if g is not None and np.shape(g) not in ((), (d,)):
-        raise ValueError(f"theorem1: g must be a number or a (d,) vector, d={d}; "
-                         f"got shape {np.shape(g)}")
+    if g is not None and (isinstance(g, bool) or np.asarray(g).dtype.kind not in "iuf"
+                          or np.shape(g) not in ((), (d,))):
+        raise ValueError(f"theorem1: g must be a number or a (d,) vector of numbers, d={d}; "
+                         f"got {g!r:.80}")
     out = grads.copy()
     total, honest = _honest_sum(out, cells)
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -284,12 +284,13 @@ def preflight(spec, data_dir=None):
     d = _check_model_and_optimizer(spec, x.shape[1:])
     rng, probed = np.random.default_rng(0), set()
     for r in runs[::len(spec.seeds)]:
-        registry.probe("aggregator", aggregators.get(r["rule"], **r["rule_params"]), spec.n, 2)
+        registry.probe("aggregator", aggregators.get(r["rule"], **r["rule_params"]),
+                       (spec.n, 2), (2,))
         key = json.dumps([r["attack"], r["attack_params"]], sort_keys=True)
         if r["attack"] is not None and key not in probed:  # (n, d) probes are big: once each
             probed.add(key)
             registry.probe("attack", attacks.get(r["attack"], **r["attack_params"]),
-                           spec.n, d, rng)
+                           (spec.n, d), (spec.n, d), rng)
     return runs
 
 

@@ -49,6 +49,10 @@ class Cells:
         """Number of cells in the set."""
         return int(np.prod(self.shape))
 
+    def most_per_column(self):
+        """The largest number of cells in one column (at most q: Definition 4)."""
+        return int(self.column_counts().max(initial=0))
+
     def mask(self):
         """Dense (n, d) boolean mask (for tests and small problems only)."""
         m = np.zeros((self.n, self.d), dtype=bool)
@@ -64,8 +68,15 @@ class Rows(Cells):
 
     def __init__(self, rows, n, d):
         self.rows = np.asarray(rows, dtype=np.intp)
+        # O(q): a user's model listing a row twice would count it twice as Byzantine
+        if len(np.unique(self.rows)) != len(self.rows) or \
+                (len(self.rows) and not 0 <= self.rows.min() <= self.rows.max() < n):
+            raise ValueError(f"rows={self.rows.tolist()} must be distinct, in 0..{n - 1}")
         self.n, self.d = n, d
         self.shape = (len(self.rows), d)
+
+    def most_per_column(self):
+        return len(self.rows)
 
     def take(self, a):
         return a[self.rows]
@@ -105,6 +116,9 @@ class PerColumn(Cells):
 
     def expand(self, per_column):
         return np.broadcast_to(per_column[self.cols], self.shape)
+
+    def most_per_column(self):
+        return self.shape[0] if self.shape[1] else 0
 
     def column_counts(self):
         c = np.zeros(self.d, dtype=np.intp)

@@ -9,11 +9,12 @@ callable. A plugin may return either its result or ``(result, info)`` where
 the last ``info`` (the function itself stays pure).
 """
 import inspect
+import sys
 from collections.abc import Mapping
 
 import numpy as np
 
-__all__ = ["Registry", "Bound", "call", "checked"]
+__all__ = ["Registry", "Bound", "call", "checked", "probe"]
 
 
 class Bound:
@@ -47,8 +48,9 @@ def call(what, fn, *data):
     except ValueError as err:
         if "read-only" not in str(err):
             raise
-        raise ValueError(f"{what} {fn!r} writes to its input ({err}); it gets the gradient "
-                         "matrix read-only and must work on a copy (grads.copy())") from err
+        raise ValueError(f"{what} {fn!r} wrote to a read-only array ({err}): if that is its "
+                         "input, the gradient matrix, it must work on a copy (grads.copy())"
+                         ) from err
 
 
 def checked(out, shape, what, fn):
@@ -63,15 +65,14 @@ def checked(out, shape, what, fn):
     return out
 
 
-def probe(what, fn, n, d, *rest):
-    """Call ``fn`` on read-only (n, d) float32 zeros (and ``rest``, e.g. an
-    attack's rng) and check its result's shape: (d,) for an aggregator,
-    (n, d) for an attack. Catches, before training, a plugin that writes to
-    its input or returns the wrong shape or dtype. Returns the result."""
-    zeros = np.zeros((n, d), np.float32)
+def probe(what, fn, shape, out_shape, *rest):
+    """Call ``fn`` on read-only float32 zeros of ``shape`` (and ``rest``,
+    e.g. an attack's rng) and check that it returns a float array of
+    ``out_shape``. Catches, before training, a plugin that writes to its
+    input or returns the wrong shape or dtype. Returns the result."""
+    zeros = np.zeros(shape, np.float32)
     zeros.flags.writeable = False
-    return checked(call(what, fn, zeros, *rest), (d,) if what == "aggregator" else (n, d),
-                   what, fn)
+    return checked(call(what, fn, zeros, *rest), out_shape, what, fn)
 
 
 class Registry:
@@ -89,14 +90,18 @@ class Registry:
         self.kind = kind
         self.data_args = data_args
         self._fns = {}
+        self._modules = {}
         self._a = "an" if kind[0] in "aeiou" else "a"  # the article, for messages
 
-    def register(self, name=None, *, override=False):
+    def register(self, name=None, *, override=False, _module=None):
         """Decorator registering ``fn`` under ``name`` (default: its __name__);
-        ``@register`` without parentheses registers under the __name__ too."""
+        ``@register`` without parentheses registers under the __name__ too.
+        The calling module is kept (:meth:`module`): importing it registers
+        the plugin again, e.g. in a worker process."""
+        module = _module or sys._getframe(1).f_globals.get("__name__")
         if callable(name):   # bare @register: the function itself came as name
             fn, name = name, None
-            return self.register(override=override)(fn)
+            return self.register(override=override, _module=module)(fn)
         if name is not None and not (isinstance(name, str) and name):
             raise TypeError(f"{self.kind} names are non-empty strings, got {name!r}")
 
@@ -111,6 +116,7 @@ class Registry:
                     f"pass override=True to replace it")
             self._param_names(fn)  # refuse malformed plugins at registration
             self._fns[key] = fn
+            self._modules[key] = module
             return fn
 
         return deco
@@ -119,6 +125,13 @@ class Registry:
         """Remove ``name`` (e.g. a plugin registered for one experiment)."""
         self.function(name)  # the usual error for an unknown name
         del self._fns[name]
+        del self._modules[name]
+
+    def module(self, name):
+        """The name of the module that registered ``name`` (not necessarily the
+        one defining the function: a partial's is functools)."""
+        self.function(name)
+        return self._modules[name]
 
     def names(self):
         """Sorted list of registered names."""

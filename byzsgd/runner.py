@@ -119,8 +119,8 @@ _OWN_PLUGIN_MODULES = {"byzsgd.aggregators", "byzsgd.attacks", "byzsgd.failures"
 
 
 def _plugins(cfg):
-    """(kind, name, registered function) of the rule, attack and failure
-    model a run config names."""
+    """(kind, name, module that registered it) of the rule, attack and
+    failure model a run config names."""
     from . import aggregators, attacks, failures
     found = [("aggregation rule", cfg["rule"], aggregators.REGISTRY)]
     if cfg["attack"] is not None:
@@ -129,31 +129,42 @@ def _plugins(cfg):
         model = model[0] if isinstance(model, (list, tuple)) and model else model
         if isinstance(model, str):
             found.append(("failure model", model, failures.REGISTRY))
-    return [(kind, name, reg.function(name)) for kind, name, reg in found if name in reg]
+    return [(kind, name, reg.module(name)) for kind, name, reg in found if name in reg]
+
+
+def _importable(module):
+    """Whether a spawned process can import ``module``: a file it can read,
+    or a name its import system finds; the main script (spawn runs it again
+    in each child) only if it is a file, not a notebook, a REPL or stdin."""
+    file = getattr(sys.modules.get(module), "__file__", None)
+    if module == "__main__":
+        return bool(file) and os.path.isfile(file)
+    if file and os.path.isfile(file):
+        return True
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):   # a missing parent package, a __spec__ of None
+        return False
 
 
 def _plugin_modules(configs, why):
-    """[(module name, file)] defining the plugins of ``configs`` that a
-    spawned process would not know: it imports them before training. A
-    plugin defined where no process can import it (a notebook, a REPL) is
-    refused here, saying ``why`` the runs leave this process."""
-    main = sys.modules.get("__main__")
+    """[(module name, file)] that registered the plugins of ``configs``,
+    which a spawned process imports before training (it would not know them
+    otherwise). A plugin registered where no process can import it (a
+    notebook, a REPL) is refused here, saying ``why`` the runs leave this
+    process."""
     out = {}
     for cfg in configs:
-        for kind, name, fn in _plugins(cfg):
-            module = getattr(fn, "__module__", None) or \
-                getattr(getattr(fn, "func", None), "__module__", None)
+        for kind, name, module in _plugins(cfg):
             if module in _OWN_PLUGIN_MODULES or module in out:
                 continue
-            if module == "__main__" and getattr(main, "__file__", None):
-                continue  # spawn runs the main script again in each child
-            file = getattr(sys.modules.get(module), "__file__", None)
-            if module is None or (file is None and importlib.util.find_spec(module) is None):
+            if not module or not _importable(module):
                 raise ValueError(
-                    f"{kind} {name!r} is defined in {module or 'an unknown module'}, which "
+                    f"{kind} {name!r} is registered by {module or 'an unknown module'}, which "
                     f"the worker processes that would train these runs cannot import ({why}); "
-                    "define it in a .py module imported here, or train in this process")
-            out[module] = file
+                    "register it in a .py module imported here, or train in this process")
+            if module != "__main__":    # spawn runs the main script again by itself
+                out[module] = getattr(sys.modules.get(module), "__file__", None)
     return sorted(out.items())
 
 

@@ -424,7 +424,7 @@ class ByzantineTrainer(gluon.Trainer):
 
 
 def _probe_rule(rule, n):
-    registry.probe("aggregator", rule, n, 1)
+    registry.probe("aggregator", rule, (n, 1), (1,))
     rule.info = {}
     return rule
 

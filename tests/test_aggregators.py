@@ -173,7 +173,7 @@ def test_validate_refuses_a_rule_that_writes_to_its_input():
     def sorts_in_place(grads):
         grads.sort(axis=0)
         return grads[len(grads) // 2].copy()
-    with pytest.raises(ValueError, match="aggregator sorts_in_place.*writes to its input"):
+    with pytest.raises(ValueError, match="aggregator sorts_in_place.*wrote to a read-only array"):
         aggregators.validate(sorts_in_place, 5)
     with pytest.raises(ValueError, match=r"returned shape \(5, 1\), expected \(1,\)"):
         aggregators.validate(lambda g: g, 5)
