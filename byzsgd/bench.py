@@ -166,7 +166,7 @@ def main(argv=None):
     registry = importlib.import_module("byzsgd.bench").SUBCOMMANDS
     for module in MODULES:
         importlib.import_module(module)
-    parser = argparse.ArgumentParser(prog="python -m byzsgd.bench",
+    parser = argparse.ArgumentParser(prog="byzsgd bench",
                                      description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", metavar="SUBCOMMAND", required=True)
     for name, (setup, help_) in sorted(registry.items()):

@@ -268,11 +268,13 @@ def build_parser(prog="byzsgd launch"):
     p.add_argument("-s", "--servers", type=int, required=True, help="number of servers")
     p.add_argument("--hosts", metavar="FILE", help="run servers and workers over ssh on "
                                                    "these hosts (untested across machines)")
-    p.add_argument("--timeout", type=float, metavar="S", help="seconds the cluster may run")
+    p.add_argument("--timeout", type=float, metavar="S",
+                   help="seconds the cluster may run (default: no limit)")
     p.add_argument("--round-timeout", type=float, default=DEFAULT_TIMEOUT, metavar="S",
                    help=f"seconds a round may stall (default {DEFAULT_TIMEOUT:g})")
     p.add_argument("--grace", type=float, default=10.0, metavar="S",
-                   help="seconds workers may outlive a server, and servers their workers")
+                   help="seconds workers may outlive a server, and servers their workers "
+                        "(default 10)")
     p.add_argument("--server-config", metavar="FILE",
                    help="fix the servers' configuration (byzsgd JSON) at launch: they then "
                         "refuse any other from the workers")

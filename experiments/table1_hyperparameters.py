@@ -77,8 +77,8 @@ def rows(data_dir=None, specs=None):
         for spec, s in zip(group, settings):
             notes += [f"{spec.figure}: {col} {s[col]}" for col in s if s[col] != common[col]]
             notes += _arm_departures(spec)
-        x_train, _ = data.load_raw(dataset, data_dir, train=True, download=False)
-        x_test, _ = data.load_raw(dataset, data_dir, train=False, download=False)
+        x_train, _ = data.load_raw(dataset, data_dir, train=True)   # downloads if missing
+        x_test, _ = data.load_raw(dataset, data_dir, train=False)
         out.append({"Dataset": data.DATASETS[dataset].title, "# train": f"{len(x_train):,}",
                     "# test": f"{len(x_test):,}", **common, "Model": model.upper(),
                     "d": f"{parameter_count(model, x_train.shape[1:]):,}",
@@ -98,9 +98,11 @@ def format_table(table, notes=()):
 
 def main(argv=None):
     """Print Table 1 (``--data-dir``: folder holding mnist/ and cifar10/)."""
-    parser = argparse.ArgumentParser(description="Table 1: experiment summary")
+    parser = argparse.ArgumentParser(prog="byzsgd run table1",
+                                     description="Table 1: experiment summary (trains nothing: "
+                                                 "the run options do not apply)")
     parser.add_argument("--data-dir", metavar="D", help="default $BYZSGD_DATA")
-    args, _ = parser.parse_known_args(argv)
+    args = parser.parse_args(argv)
     print(format_table(*rows(args.data_dir)))
     return 0
 

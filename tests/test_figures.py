@@ -237,6 +237,13 @@ def test_table1_is_built_from_the_specs(data_root):
     assert "fig09: batch size per arm 32, 64, 128, 256" in printed
 
 
+def test_table1_refuses_run_options_it_would_ignore(data_root, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        _byzsgd("run", "table1", "--quick", "--data-dir", data_root)
+    assert exit_.value.code == 2
+    assert "byzsgd run table1: error: unrecognized arguments: --quick" in capsys.readouterr().err
+
+
 def test_table1_follows_the_specs_not_a_copy(data_root):
     """Rows take the value most figures share; the others are listed."""
     table1 = load_figure("table1")
