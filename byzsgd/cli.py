@@ -213,7 +213,8 @@ def build_parser():
             ("plot", _cmd_plot, "plot a figure from its logs",
              "folder of the images (default <results>/plots)"),
             ("report", _cmd_report, "index page + table of final accuracies",
-             "the Markdown file, or a folder for REPORT.md (default <results>/REPORT.md)")):
+             "the Markdown file, or a folder for REPORT.md (default <results>/REPORT.md); "
+             "its images go to plots/ beside it")):
         p = sub.add_parser(name, help=what)
         if name == "plot":
             p.add_argument("figure")

@@ -28,8 +28,8 @@ from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 
 # Log reading lives in results.py; re-exported because plots are read from here.
-from .results import (_natural, _scan, curve_stats, final_values, load_runs,  # noqa: F401
-                      missing_runs, series)
+from .results import (METRICS, _natural, _scan, curve_stats, final_values,  # noqa: F401
+                      load_runs, missing_runs, series)
 
 __all__ = ["RULE_STYLES", "load_runs", "missing_runs", "series", "curve_stats",
            "final_values", "rule_style", "plot_options", "build_figure",
@@ -118,8 +118,12 @@ def plot_options(runs, **overrides):
     """
     first = runs[0]["config"] if runs else {}
     opts = {**PLOT_DEFAULTS, **(first.get("plot") or {}), **overrides}
+    if opts["metric"] not in METRICS:
+        raise ValueError(f"metric={opts['metric']!r}: the logs hold {', '.join(METRICS)} "
+                         f"(topk is top-{first.get('topk', 'k')} here)")
     k = 1 if opts["metric"] == "top1" else first.get("topk", 1)
-    opts["ylabel"] = opts["ylabel"] or f"Top-{k} accuracy"
+    opts["ylabel"] = opts["ylabel"] or (
+        "Training loss" if opts["metric"] == "train_loss" else f"Top-{k} accuracy")
     opts["title"] = opts["title"] or first.get("figure", "")
     if opts["zoom"] is not None:
         zoom = [float(v) for v in np.ravel(opts["zoom"])]
@@ -146,7 +150,7 @@ def _draw_arms(ax, arms, opts, with_x=False):
     return lines
 
 
-def _legend(fig, lines, opts, spread, reference):
+def _legend(fig, lines, opts, spread, reference, runs):
     """One legend below the panels, as many columns (<= 4) as fit the width;
     beside them, on a widened figure, when that would take over 5 rows."""
     labels = [ln.get_label() for ln in lines]
@@ -157,7 +161,10 @@ def _legend(fig, lines, opts, spread, reference):
     if -(-len(lines) // cols) > 5 and not opts["legend_cols"]:
         loc, cols = "outside right upper", 1
         fig.set_figwidth(fig.get_figwidth() + entry / 72)
-    note = f"mean over seeds, {spread}: min\u2013max" + ("; dashed: no failure" if reference else "")
+    seeds = {r["config"].get("seed") for r in runs}
+    note = (f"mean over seeds, {spread}: min\u2013max" if len(seeds) > 1 else
+            f"seed {next(iter(seeds))} (one run per arm)") + \
+        ("; dashed: no failure" if reference else "")
     fig.legend(lines, labels, loc=loc, ncols=cols, title=note,
                title_fontsize=RC["legend.fontsize"])
 
@@ -184,7 +191,7 @@ def _draw_curves(fig, runs, opts):
         axes[1].set_ylim(*opts["zoom"])
     else:
         _title(axes[0], opts["title"])
-    _legend(fig, lines, opts, "band", any(a["reference"] for a in arms))
+    _legend(fig, lines, opts, "band", any(a["reference"] for a in arms), runs)
 
 
 def _draw_final_vs_x(fig, runs, opts):
@@ -225,10 +232,12 @@ def _draw_final_vs_x(fig, runs, opts):
     ax.set_xlabel(opts["xlabel"] or "x")
     # accuracies live in [0, 1]: a row of crashed runs at 0 must not be
     # auto-scaled into a band of +-0.04 that reads like noise
-    ax.set_ylim(-0.02, 1.02)
+    if opts["metric"] != "train_loss":
+        ax.set_ylim(-0.02, 1.02)
     ax.set_ylabel(f"Final {opts['ylabel'][0].lower()}{opts['ylabel'][1:]}")
     _title(ax, opts["title"])
-    _legend(fig, handles, opts, "bars", any(a[0]["reference"] for a in by_label.values()))
+    _legend(fig, handles, opts, "bars", any(a[0]["reference"] for a in by_label.values()),
+            runs)
 
 
 def _group_title(opts, group, runs):
@@ -260,7 +269,8 @@ def _draw_groups(fig, runs, opts):
     for ax in axes[len(keys):]:
         ax.set_visible(False)
     fig.suptitle(opts["title"])
-    _legend(fig, list(handles.values()), opts, "band", any(r["config"].get("reference") for r in runs))
+    _legend(fig, list(handles.values()), opts, "band",
+            any(r["config"].get("reference") for r in runs), runs)
 
 
 KINDS = {"curves": _draw_curves, "final_vs_x": _draw_final_vs_x, "groups": _draw_groups}
@@ -304,7 +314,7 @@ def plot_figure(figure, results="results", out=None, formats=("png", "pdf"), *,
         raise FileNotFoundError(f"no run logs for {src!r} in {Path(results) / src}")
     kind = plot_options(runs, **overrides)["kind"]
     notes = [f"{figure}: {p.name} has no config line yet (skipped)" for p in unreadable]
-    notes += missing_runs(runs, figure, kind)
+    notes += missing_runs(runs, figure, kind, plot_options(runs, **overrides)["metric"])
     fig = build_figure(runs, **overrides)
     out = Path(out) if out is not None else plots_dir(results)
     out.mkdir(parents=True, exist_ok=True)

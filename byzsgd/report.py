@@ -6,8 +6,10 @@ derived figures (e.g. Fig. 11 drawn from Fig. 2's runs) recorded by a
 manifest ``<results>/plots/<figure>.json`` of an earlier ``plot_figure``
 call; every figure is re-plotted with the source and overrides its manifest
 records. Final accuracy of an arm: mean +- sample standard deviation (ddof=1)
-over the seeds that reached the arm's last evaluated round; runs that
-stopped earlier count as incomplete and stay out of the mean.
+over the seeds that reached the arm's last evaluated round (below the run
+length when no seed finished); runs that stopped earlier count as incomplete
+and stay out of the mean. A figure whose logs cannot be plotted (e.g. runs
+of other settings mixed into one arm) gets the reason in its section.
 """
 import json
 import os
@@ -16,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .plotting import plot_figure, plot_options, plots_dir
-from .results import _natural, _scan, final_values, series
+from .results import METRICS, _natural, _scan, final_values, series
 
 __all__ = ["figures", "final_table", "report"]
 
@@ -26,8 +28,10 @@ Rebuilt from the run logs in `{results}` by `byzsgd report`.
 Plots: line = mean over seeds, shaded band = min\u2013max over seeds, dashed =
 no-failure reference; "[k/n diverged]" counts an arm's diverged seeds.
 Tables: final {what} = mean \u00b1 sample standard deviation (ddof=1) over the
-seeds that reached the arm's last evaluated round (*Round*); *Used* of *Runs*
-logged went into the mean; incomplete runs stay out of it.
+seeds that reached the arm's last evaluated round (*Round*: the run length,
+or less when no seed of the arm finished); *Used* of *Runs* logged went into
+the mean; runs that stopped before *Round*, or whose value there is null, stay
+out of it (listed under the table).
 """
 
 
@@ -55,6 +59,8 @@ def figures(results="results"):
 def final_table(runs, metric="top1"):
     """One row per arm (legend order): label, group, x, round, mean, std, used,
     runs, diverged, incomplete — final ``metric`` at the arm's last evaluated round."""
+    if metric not in METRICS:
+        raise ValueError(f"metric={metric!r}: the logs hold {', '.join(METRICS)}")
     rows = []
     for arm in series(runs):
         last, values, used = final_values(arm["runs"], metric)
@@ -92,14 +98,19 @@ def _table(rows, metric_name):
 
 
 def _section(figure, source, overrides, results, out_dir):
-    """Markdown lines of one figure: heading, image, table, what is missing."""
-    runs = _scan(results, source)[0]
+    """Markdown lines of one figure: heading, image, table, what is missing;
+    the reason instead when its logs cannot be plotted."""
+    try:
+        runs = _scan(results, source)[0]
+        if runs:
+            paths = plot_figure(figure, results, out_dir / "plots", source=source, quiet=True,
+                                **overrides)
+    except ValueError as err:
+        return [f'<a id="{figure}"></a>', "", f"## {figure}", "", f"Not plotted: {err}", ""]
     if not runs:
         return [f'<a id="{figure}"></a>', "", f"## {figure}", "", "No readable run logs yet.", ""]
-    paths = plot_figure(figure, results, plots_dir(results), source=source, quiet=True,
-                        **overrides)
     opts = plot_options(runs, **overrides)
-    missing = json.loads((plots_dir(results) / f"{figure}.json").read_text("utf-8"))["missing"]
+    missing = json.loads((out_dir / "plots" / f"{figure}.json").read_text("utf-8"))["missing"]
     links = {p.suffix[1:]: Path(os.path.relpath(p, out_dir)).as_posix() for p in paths}
     lines = [f'<a id="{figure}"></a>', "", f"## {figure}: {opts['title']}", ""]
     lines += [f"Runs of `{source}`; overrides: `{json.dumps(overrides)}`.", ""] \
@@ -116,8 +127,10 @@ def report(results="results", out=None):
     """Re-plot every figure found under ``results`` and write the index.
 
     ``out``: the Markdown file to write, or a folder for ``REPORT.md``;
-    default ``<results>/REPORT.md``. Images stay in ``<results>/plots`` and
-    are linked relatively. Returns the Markdown file's path.
+    default ``<results>/REPORT.md``. Images go to ``plots/`` beside it (so
+    ``<results>/plots`` by default; the results folder is only read when
+    ``out`` is elsewhere) and are linked relatively. Returns the Markdown
+    file's path.
     """
     if not Path(results).is_dir():
         raise FileNotFoundError(f"results folder {str(results)!r} does not exist "

@@ -9,11 +9,15 @@ from pathlib import Path
 
 import numpy as np
 
+from .runlog import _computation
+
 __all__ = ["RULE_ORDER", "load_runs", "missing_runs", "series", "curve_stats", "final_values"]
 
 # The paper's rules first, in its order; legends and tables follow it.
 RULE_ORDER = ("mean", "medoid", "krum", "multikrum", "geomed", "marmed", "meamed",
               "trmean", "phocas", "bulyan", "cclip")
+#: What an eval line measures, as ``metric`` of the plots and tables.
+METRICS = ("top1", "topk", "train_loss")
 
 # ----------------------------------------------------------------- loading
 def _read_log(path):
@@ -31,7 +35,8 @@ def _read_log(path):
             kind = rec.get("type") if isinstance(rec, dict) else None
             if kind == "config" and config is None:
                 config = rec
-            elif kind == "eval" and isinstance(rec.get("round"), int):
+            elif kind == "eval" and isinstance(rec.get("round"), int) and all(
+                    rec.get(m) is None or _is_number(rec[m]) for m in METRICS):
                 evals[rec["round"]] = rec  # a resumed run may repeat a round: keep the last
             elif kind == "done":
                 done = rec
@@ -47,13 +52,54 @@ def _read_log(path):
             "diverged": bool(diverged), "skipped": skipped}
 
 
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _scan(results, figure):
-    """(runs, paths of logs without a config line) of ``<results>/<figure>/``."""
+    """(runs, paths of logs without a config line) of ``<results>/<figure>/``.
+
+    Refuses (ValueError naming the files) logs that cannot be averaged
+    together: a run of another figure, two logs of one arm's seed, or runs
+    of one arm with other settings (a copy, a backup, an older setting), which
+    the plot and the table would otherwise mix without a word."""
     runs, unreadable = [], []
     for path in sorted((Path(results) / figure).glob("*.jsonl")):
         run = _read_log(path)
         (runs if run is not None else unreadable).append(run or path)
+    for run in runs:
+        other = run["config"].get("figure", figure)
+        if other != figure:
+            raise ValueError(f"{run['path']} holds a run of figure {other!r}, not {figure!r}; "
+                             "move it out of this folder")
+    for arm in series(runs):
+        _check_arm(arm)
     return runs, unreadable
+
+
+def _check_arm(arm):
+    first, seen = arm["runs"][0], {}
+    want = _settings(first)
+    for run in arm["runs"]:
+        seed = run["config"].get("seed")
+        if seed in seen:
+            raise ValueError(f"{seen[seed]} and {run['path'].name} are both seed {seed} of "
+                             f"{_arm_name(arm)}; keep one of them in the folder")
+        seen[seed] = run["path"]
+        have = _settings(run)
+        if have != want:
+            keys = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
+            diff = ", ".join(f"{k}={have.get(k)!r} there, {want.get(k)!r} in "
+                             f"{first['path'].name}" for k in keys)
+            raise ValueError(f"{run['path']}: {_arm_name(arm)}'s runs differ in settings "
+                             f"({diff}); a figure's folder holds one setting")
+
+
+def _settings(run):
+    """What decides a run's numbers, but its seed."""
+    settings = json.loads(_computation(run["config"]))
+    settings.pop("seed", None)
+    return settings
 
 
 def load_runs(results, figure):
@@ -148,11 +194,12 @@ def _arm_name(arm):
     return arm["label"] + (f" [{', '.join(extra)}]" if extra else "")
 
 
-def missing_runs(runs, figure="", kind="curves"):
-    """Messages naming what is missing or incomplete, e.g.
+def missing_runs(runs, figure="", kind="curves", metric="top1"):
+    """Messages naming what is missing, incomplete or left out, e.g.
     "fig03: MeaMed seed 4 incomplete (round 230/500)".
 
-    Expected seeds: every seed seen in the figure, for every arm.
+    Expected seeds: every seed seen in the figure, for every arm. A seed
+    whose final ``metric`` is null is left out of the mean: said too.
     """
     seeds = sorted({r["config"].get("seed") for r in runs}, key=_natural)
     out = []
@@ -171,4 +218,8 @@ def missing_runs(runs, figure="", kind="curves"):
                 out.append(f"{figure}: {name} seed {seed} incomplete ({where})")
             if r["skipped"]:
                 out.append(f"{figure}: {r['path'].name}: {r['skipped']} unreadable line(s) skipped")
+        last, _, used = final_values(arm["runs"], metric)
+        out += [f"{figure}: {name} seed {r['config'].get('seed')}: {metric} null at round "
+                f"{last} (left out of the mean)" for r in used
+                if r["evals"][-1].get(metric) is None]
     return out

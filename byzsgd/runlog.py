@@ -90,6 +90,9 @@ def read_log(path):
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         return []
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path} is not a byzsgd log (not UTF-8 text: {err.reason}); "
+                         "move it out of the figure's folder") from None
     lines = text.split("\n")
     complete, tail = lines[:-1], lines[-1]   # tail is "" when the file ends in \n
     out = []

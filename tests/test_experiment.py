@@ -600,3 +600,11 @@ def test_context_names():
     if mx.context.num_gpus() == 0:
         with pytest.raises(ValueError, match="sees 0 GPU"):
             runner.context("gpu(0)")
+
+
+def test_a_log_that_is_not_text_is_named(tmp_path):
+    from byzsgd import runlog
+    path = tmp_path / "garbage.jsonl"
+    path.write_bytes(bytes(range(128, 256)))
+    with pytest.raises(ValueError, match="garbage.jsonl is not a byzsgd log \\(not UTF-8"):
+        runlog.read_log(path)

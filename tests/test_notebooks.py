@@ -68,7 +68,8 @@ def test_inspect_results(data_root, tmp_path, monkeypatch):
     ])
     assert kernel_python(nb) == sys.executable
     assert len(outputs(nb, "image/png")) == 2
-    assert (results / "plots" / "nbtest.png").stat().st_size > 1000
+    assert (results / "notebook-plots" / "nbtest.png").stat().st_size > 1000
+    assert not (results / "plots").exists()    # the results plots are byzsgd plot's, untouched
 
 
 def test_extend(data_root, tmp_path, monkeypatch):

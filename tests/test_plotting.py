@@ -252,3 +252,70 @@ def test_plot_figure_from_another_figures_runs(scenario, tmp_path):
     assert not (results / "fig11").exists()
     with pytest.raises(FileNotFoundError, match="fig99"):
         plotting.plot_figure("fig99", results)
+
+
+def test_logs_that_cannot_be_averaged_together_are_refused_naming_them(tmp_path):
+    """A copy from another figure, a backup of a seed, a run of other settings:
+    averaged or dropped without a word before."""
+    for seed in (0, 1):
+        write_run(tmp_path, "fig03", "MarMed", seed, rule="marmed")
+    foreign = write_run(tmp_path, "fig02", "MarMed", 2, rule="marmed")
+    moved = tmp_path / "fig03" / "from-fig02.jsonl"
+    moved.write_text(foreign.read_text())
+    with pytest.raises(ValueError, match="from-fig02.jsonl holds a run of figure 'fig02'"):
+        plotting.load_runs(tmp_path, "fig03")
+    moved.unlink()
+    backup = tmp_path / "fig03" / "marmed__seed1.bak.jsonl"
+    backup.write_text((tmp_path / "fig03" / "marmed__seed1.jsonl").read_text())
+    with pytest.raises(ValueError, match="marmed__seed1.*are both seed 1 of MarMed"):
+        plotting.load_runs(tmp_path, "fig03")
+    backup.unlink()
+    write_run(tmp_path, "fig03", "MarMed", 2, rule="marmed", rounds=60)
+    with pytest.raises(ValueError, match="MarMed's runs differ in settings \\(rounds=60 there, "
+                                         "100 in marmed__seed0.jsonl\\)"):
+        plotting.plot_figure("fig03", tmp_path, quiet=True)
+
+
+def test_report_says_why_a_figure_is_not_plotted_and_goes_on(tmp_path):
+    write_run(tmp_path, "fig03", "MarMed", 0, rule="marmed")
+    write_run(tmp_path, "fig03", "MarMed", 1, rule="marmed", rounds=60)
+    write_run(tmp_path, "fig05", "MarMed", 0, rule="marmed")
+    text = plotting.report(tmp_path, tmp_path / "out").read_text()
+    assert "Not plotted: " in text and "differ in settings" in text
+    assert "![fig05](plots/fig05.png)" in text
+
+
+def test_an_eval_line_with_a_value_that_is_no_number_is_skipped_and_named(tmp_path, capsys):
+    path = write_run(tmp_path, "fig03", "MarMed", 0, rule="marmed")
+    lines = path.read_text().splitlines()
+    lines[3] = lines[3].replace('"top1": 0.', '"top1": "abc", "was": 0.')
+    path.write_text("\n".join(lines) + "\n")
+    plotting.plot_figure("fig03", tmp_path)
+    assert "marmed__seed0.jsonl: 1 unreadable line(s) skipped" in capsys.readouterr().err
+
+
+def test_null_final_values_are_said_to_be_left_out(tmp_path):
+    write_run(tmp_path, "fig03", "Krum", 0, rule="krum")
+    path = write_run(tmp_path, "fig03", "Krum", 1, rule="krum")
+    lines = path.read_text().splitlines()
+    last = json.loads(lines[-2])
+    lines[-2] = json.dumps({**last, "top1": None})
+    path.write_text("\n".join(lines) + "\n")
+    notes = plotting.missing_runs(plotting.load_runs(tmp_path, "fig03"), "fig03")
+    assert notes == ["fig03: Krum seed 1: top1 null at round 100 (left out of the mean)"]
+
+
+def test_metrics_the_logs_do_not_hold_are_refused_and_loss_is_labelled(scenario):
+    runs = plotting.load_runs(scenario[0], "fig03")
+    with pytest.raises(ValueError, match="metric='top3': the logs hold top1, topk, train_loss"):
+        plotting.build_figure(runs, metric="top3")
+    ax = plotting.build_figure(runs, metric="train_loss").axes[0]
+    assert ax.get_ylabel() == "Training loss"
+
+
+def test_one_seed_is_not_called_a_mean_over_seeds(tmp_path):
+    write_run(tmp_path, "fig07", "MarMed", 0, rule="marmed")
+    write_run(tmp_path, "fig07", "Mean", 0, reference=True)
+    fig = plotting.build_figure(plotting.load_runs(tmp_path, "fig07"))
+    assert fig.legends[0].get_title().get_text() == ("seed 0 (one run per arm); "
+                                                     "dashed: no failure")

@@ -57,8 +57,11 @@ def test_report_lists_exactly_the_figures_present(tmp_path):
     assert "No readable run logs yet." in _section(text, "fig05")
     assert "Runs of `fig03`" in text and '"zoom": [0.8, 0.95]' in text
     images = re.findall(r"!\[[^]]*\]\(([^)]+)\)", text)
-    assert images == ["../plots/fig03.png", "../plots/fig08.png", "../plots/fig11.png"]
+    assert images == ["plots/fig03.png", "plots/fig08.png", "plots/fig11.png"]
     assert all((out / img).is_file() for img in images)
+    # the results folder is read, not written: only the fig11 plot made above is there
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["fig11.json", "fig11.pdf",
+                                                                      "fig11.png"]
     # final_vs_x: one row per (label, x), with an x column.
     assert [r[:3] for r in _rows(text, "fig08")] == [["Krum", "2", "100"], ["Krum", "4", "100"]]
     assert "| Arm | X | Round |" in _section(text, "fig08")
