@@ -48,7 +48,10 @@ class CNN(HybridBlock):
     """Convolutional network of Table 3 (3×3 convolutions, padding 1).
 
     conv32-conv32-pool-dropout, conv64-conv64-pool-dropout, flatten,
-    dense512-dropout, dense512-dropout, dense(classes); ReLU activations.
+    dense512-dropout, dense512-dropout, dense(classes). Table 3 has these
+    4 + 3 layers (the text says five convolutional and two dense: we follow
+    the table) and names no activation or pooling type: ReLU and max pooling
+    (MXNet's default pooling) are our choice.
 
     Parameters
     ----------

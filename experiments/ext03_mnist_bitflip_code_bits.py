@@ -3,9 +3,12 @@
 The paper's text flips "the 22th, 30th, 31th and 32th bits" of 1 of the 20
 values of each of the first 1000 coordinates (Fig. 5 reads these counted
 1..32 from the least significant bit: XOR mask 0xE0200000). The authors'
-MXNet code flips 0-indexed bits 22, 29, 30, 31 of the first 500 coordinates
-(mask 0xE0400000): the same sign and top two exponent bits, but bit 22 is
-the top mantissa bit instead of bit 21, on half the coordinates.
+MXNet code (github.com/xcgoner, for their later Zeno paper) flips 0-indexed
+bits 22, 29, 30, 31 of the first 500 coordinates (mask 0xE0400000): the same
+sign and top two exponent bits, but bit 22 is the top mantissa bit instead
+of bit 21, on half the coordinates. Only the bits are taken from it: that
+code copies one flipped vector to every Byzantine worker (whole rows), this
+module keeps Fig. 5's pattern (one random worker per coordinate).
 Fixed: everything else of Fig. 5 (``fig05_mnist_bitflip``): MLP of Table 2 on
 MNIST, n = 20, batches of 32, gamma = 0.1, 500 rounds, top-1 every 10
 rounds, seeds 0-9, q = 8 for Krum, Multi-Krum and MeaMed.

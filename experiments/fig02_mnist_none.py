@@ -8,7 +8,11 @@ Varies: the aggregation rule - Mean, Medoid, Krum, Multi-Krum, GeoMed,
 MarMed, MeaMed. Without failures Mean is itself the reference, so there is no
 separate reference curve.
 Not stated in the paper: the q given to Krum, Multi-Krum and MeaMed here; we
-use q = 6, as under the Gaussian and omniscient attacks (``Q``).
+use q = 6, as under the Gaussian and omniscient attacks (``Q``), where the
+paper states 6 Byzantine workers but no q for the rules either: we give them
+the true count. Multi-Krum, in every figure, averages the m = n - q rows with
+the best Krum scores computed once (Blanchard et al.'s definition); the paper
+says "multiple rounds of Krum" and gives no m (``byzsgd.aggregators.multikrum``).
 Quick preset: 2 seeds x 100 rounds; every rule learns (Medoid and Krum slowest).
 """
 from byzsgd import paper

@@ -12,8 +12,11 @@ Quick preset: 2 seeds x 100 rounds; Mean diverges, MeaMed follows the
 reference.
 Known difference from the paper, which says Medoid is not tolerant to this
 attack: here Medoid learns (quick preset, seed 0: 0.855 after 100 rounds).
-With exact distances the 6 attacked rows are at +inf from the 14 honest
-ones, so the row of Definition 9 is an honest one; the paper's failure
+The 6 attacked rows are ~1e19 per coordinate from the 14 honest ones, so
+in exact arithmetic the row of Definition 9 is an honest one; byzsgd's
+distances overflow to +inf there and rows are ranked first by how many
+infinite distances they have, which picks an honest row too (for rows that
+are all huge this ranking is not the exact argmin: ``byzsgd.aggregators``); the paper's failure
 plausibly comes from float32 distances overflowing to inf/NaN in the authors'
 implementation (see NOTES on Gram-matrix distances), not from the rule.
 """

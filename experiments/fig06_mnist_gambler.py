@@ -5,10 +5,11 @@ from its own shard; SGD with gamma = 0.1; 500 rounds; top-1 accuracy on the
 10k test images every 10 rounds; seeds 0-9. Attack (Section 5.5): the
 coordinates are split evenly over 20 parameter servers; in every round one
 server (drawn at random) is faulty and multiplies each value it receives by
--1e20 with probability 0.05%. ("The attacker picks one single server": we
-redraw it every round, the attack's default; attack_params fixed=True keeps
-server 0 for the whole run.) Krum, Multi-Krum and MeaMed get q = 8, as in
-the paper.
+-1e20 with probability 0.05%. ("The attacker picks one single server": the
+paper does not say whether once or every round; we redraw it every round,
+the attack's default, under which no coordinate is spared over a run;
+attack_params fixed=True keeps server 0 for the whole run, fixed=(k,)
+server k.) Krum, Multi-Krum and MeaMed get q = 8, as in the paper.
 Varies: the aggregation rule - Mean, Medoid, Krum (q = 8), Multi-Krum (q = 8),
 GeoMed, MarMed, MeaMed (q = 8) - plus Mean without failures as the reference.
 Quick preset: 2 seeds x 100 rounds; only MarMed and MeaMed survive.
