@@ -272,6 +272,9 @@ class DistributedTrainer(ByzantineTrainer):
         self._optimizer_params = {k: v for k, v in dict(optimizer_params or {}).items()
                                   if k != "rescale_grad"}
         self._server_attack = None
+        if faulty_servers is not None and server_attack is None:
+            raise ValueError(f"faulty_servers={faulty_servers!r} without a server_attack: "
+                             "say what the faulty servers do, e.g. server_attack='gambler'")
         if server_attack is not None:
             name, sparams = (server_attack, {}) if isinstance(server_attack, str) \
                 else server_attack

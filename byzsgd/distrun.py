@@ -22,7 +22,8 @@ from pathlib import Path
 
 from . import data, launch, provenance
 from .experiment import override, preflight
-from .runlog import _Appender, _rewrite, _rounds_done, check_figure_folder, jsonable, log_path
+from .runlog import (_Appender, _rewrite, _rounds_done, check_figure_folder, exclusive,
+                     jsonable, log_path, read_log)
 
 __all__ = ["run", "worker_main", "train"]
 
@@ -114,6 +115,16 @@ def worker_main(argv=None):
     return 0
 
 
+def _say_where_it_ran(path, cfg):
+    """A finished run is not trained again: say so when it was not run on a
+    cluster (the numbers are a simulation's, equal to a cluster's up to its
+    device; delete the log to train it here)."""
+    device = (read_log(path) or [{}])[0].get("device")
+    if device is not None and "dist_byz" not in str(device):
+        print(f"{cfg['run_id']}: finished on {device!r}, not on a cluster: kept (delete "
+              f"{path} or use another --out to run it distributed)")
+
+
 def run(spec, workers, servers, out="results", data_dir=None, round_timeout=120.0,
         timeout=None, options=None):
     """Run every unfinished (arm, seed) run of ``spec`` on a local cluster of
@@ -128,9 +139,10 @@ def run(spec, workers, servers, out="results", data_dir=None, round_timeout=120.
         path = log_path(out, cfg)
         paths.append(path)
         if _rounds_done(path, cfg) == cfg["rounds"]:   # raises on a log of other settings
+            _say_where_it_ran(path, cfg)
             continue
         path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix="byzsgd-dist-") as tmp:
+        with exclusive(path), tempfile.TemporaryDirectory(prefix="byzsgd-dist-") as tmp:
             job = Path(tmp) / "job.json"
             job.write_text(json.dumps(jsonable({
                 "cfg": cfg, "data_dir": data_dir, "log": str(path),

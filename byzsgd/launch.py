@@ -35,6 +35,7 @@ import sys
 import time
 
 from . import psconfig
+from .checks import is_real
 
 __all__ = ["main", "launch", "Cluster", "ClusterError", "cluster_env", "ssh_command", "read_hosts",
            "plan", "free_port"]
@@ -242,6 +243,10 @@ class Cluster:
 def launch(command, num_workers, num_servers, hosts=None, timeout=None, grace=10.0,
            round_timeout=DEFAULT_TIMEOUT, server_config=None, stdout=None, stderr=None):
     """Run a cluster to completion; return the exit status (see module docstring)."""
+    for what, value in (("timeout", timeout), ("grace", grace), ("round_timeout", round_timeout)):
+        # 0 would stop the cluster at once or count its clean exit as a failure
+        if value is not None and not (is_real(value) and value > 0):
+            raise ValueError(f"{what}={value!r} must be a number of seconds > 0")
     procs = plan(command, num_workers, num_servers, hosts=hosts,
                  round_timeout=round_timeout, server_config=server_config)
     cluster = Cluster(procs, timeout=timeout, grace=grace, stdout=stdout, stderr=stderr)

@@ -204,6 +204,12 @@ def _server_attack(spec, n, servers, spans=()):
     for s in faulty:
         _count("server_attack.servers[]", s, 0, servers - 1)
     _count("server_attack.seed", spec["seed"], 0, 2 ** 63 - 1)
+    idle = sorted(set(faulty) - {server for _, _, server in spans})
+    if spans and idle:   # it would log FAULTY and corrupt nothing
+        raise ConfigError(f"server_attack.servers {idle} hold no block of the parameters "
+                          f"(blocks on servers {sorted({s for _, _, s in spans})}; a vector "
+                          "rule keeps them all on server 0): a faulty server there attacks "
+                          "nothing")
     sizes = [b - a for a, b, server in spans if server in faulty]
     if sizes:
         probe_cols = max(1, min(min(sizes), 2 ** 24 // n))

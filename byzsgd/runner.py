@@ -307,6 +307,11 @@ def run(spec, out="results", jobs=1, data_dir=None, progress=True, ctx="cpu",
     todo = [(cfg, p) for cfg, p, k in zip(configs, paths, done) if k < cfg["rounds"]]
     bar = _Bar(spec.figure, len(configs), len(configs) - len(todo),
                sum(c["rounds"] for c in configs), sum(done), progress)
+    for path, cfg, k in zip(paths, configs, done):
+        device = read_log(path)[0].get("device") if k == cfg["rounds"] else None
+        if device is not None and device != str(ctx):   # kept, but say where it ran
+            bar.note(f"{cfg['figure']}/{cfg['run_id']}: finished on {device!r}, not "
+                     f"{str(ctx)!r}: kept (delete {path} or use another --out to run it here)")
     try:
         if reuse:
             todo = _reuse_finished(todo, [p for p, k in zip(paths, done) if not k], out, ctx, bar)

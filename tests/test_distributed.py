@@ -285,7 +285,10 @@ def test_config_refuses_pickles_and_bad_settings():
             ("optimizer_params", {"lr_scheduler": {"__class__": "x"}}, "only numbers"),
             ("num_workers", 0, "num_workers must be an integer in \\[1, 100000\\], got 0"),
             ("server_attack", {"attack": "gambler", "params": {}, "servers": [2], "seed": 0},
-             "servers\\[\\] must be an integer in \\[0, 1\\]")]:
+             "servers\\[\\] must be an integer in \\[0, 1\\]"),
+            # krum keeps the whole vector on server 0: a faulty server 1 would attack nothing
+            ("server_attack", {"attack": "gambler", "params": {}, "servers": [1], "seed": 0},
+             "servers \\[1\\] hold no block of the parameters")]:
         with pytest.raises(psconfig.ConfigError, match=match):
             psconfig.parse(json.dumps({**bad, field: value}))
     with pytest.raises(psconfig.ConfigError, match="this cluster has 3 servers"):
@@ -367,6 +370,10 @@ def test_local_plan_and_bad_counts():
         launch.plan(["true"], 2, 0)
     with pytest.raises(ValueError, match="no worker COMMAND"):
         launch.plan([], 2, 1)
+    for option in ("timeout", "grace", "round_timeout"):
+        # 0 stopped the cluster at once, or (grace) counted a clean exit as a failure
+        with pytest.raises(ValueError, match=f"{option}=0 must be a number of seconds > 0"):
+            launch.launch(["true"], 2, 1, **{option: 0})
 
 
 def test_trainer_outside_a_cluster_says_how_to_start_one():

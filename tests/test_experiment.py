@@ -608,3 +608,19 @@ def test_a_log_that_is_not_text_is_named(tmp_path):
     path.write_bytes(bytes(range(128, 256)))
     with pytest.raises(ValueError, match="garbage.jsonl is not a byzsgd log \\(not UTF-8"):
         runlog.read_log(path)
+
+
+def test_a_finished_run_from_another_device_is_kept_and_said(data_root, tmp_path, capsys):
+    """A cluster's finished log is not retrained by a simulated run (nor the
+    reverse): kept, but the run says where it ran instead of passing silently."""
+    spec = small_spec(attack=None, attack_params={}, rounds=1, eval_every=1,
+                      arms=(Arm("Mean", "mean"),))
+    [path] = runner.run(spec, out=tmp_path, data_dir=data_root, progress=False)
+    lines = path.read_text().splitlines()
+    config = json.loads(lines[0])
+    lines[0] = json.dumps({**config, "device": "cpu, dist_byz n=20 s=1"})
+    path.write_text("\n".join(lines) + "\n")
+    capsys.readouterr()
+    runner.run(spec, out=tmp_path, data_dir=data_root, progress=False)
+    assert "t/mean__seed0: finished on 'cpu, dist_byz n=20 s=1', not 'cpu': kept" in \
+        capsys.readouterr().err
