@@ -40,7 +40,7 @@ import time
 import numpy as np
 
 from . import aggregators, psconfig, registry
-from .trainer import ByzantineTrainer, _checked, _readonly
+from .trainer import ByzantineTrainer, _float32
 
 __all__ = ["PSClient", "DistributedTrainer", "in_cluster", "EXIT_STALL"]
 
@@ -354,8 +354,8 @@ class DistributedTrainer(ByzantineTrainer):
                 grads[rows] *= np.float32(scale)
             row = grads[r]
             if self.attack is not None and r in self.byzantine:
-                sent = _checked(registry.call("attack", self.attack, _readonly(grads), self.rng),
-                                grads.shape, "attack", self.attack)
+                sent = _float32(registry.call("attack", self.attack, grads.shape, grads,
+                                              self.rng))
                 row = sent[r]
                 cells = int(np.count_nonzero(row.view(np.uint32) != grads[r].view(np.uint32)))
         self.client.round(np.ascontiguousarray(row), self._weights)

@@ -23,7 +23,7 @@ from pathlib import Path
 from . import data, launch, provenance
 from .experiment import override, preflight
 from .runlog import (_Appender, _rewrite, _rounds_done, check_figure_folder, exclusive,
-                     jsonable, log_path, read_log)
+                     jsonable, kept_elsewhere, log_path)
 
 __all__ = ["run", "worker_main", "train"]
 
@@ -63,6 +63,11 @@ def _training(cfg, data_dir, options):
     return _DistTraining()
 
 
+def _device(n, servers):
+    """A cluster run's ``device`` in its log."""
+    return f"cpu, dist_byz n={n} s={servers}"
+
+
 def train(cfg, data_dir, options, servers=None, log=None, weights_out=None):
     """One run on the cluster this worker is in; worker 0 writes ``log``
     (and the final parameters to ``weights_out``, an .npz)."""
@@ -72,7 +77,7 @@ def train(cfg, data_dir, options, servers=None, log=None, weights_out=None):
     if lead and log is not None:
         _rewrite(Path(log), [{"type": "config", **cfg, "versions": provenance.versions(),
                               "machine": provenance.machine(),
-                              "device": f"cpu, dist_byz n={cfg['n']} s={servers}",
+                              "device": _device(cfg["n"], servers),
                               "started": datetime.datetime.now().isoformat(timespec="seconds")}])
         appender = _Appender(Path(log))
     t0 = time.perf_counter()
@@ -115,16 +120,6 @@ def worker_main(argv=None):
     return 0
 
 
-def _say_where_it_ran(path, cfg):
-    """A finished run is not trained again: say so when it was not run on a
-    cluster (the numbers are a simulation's, equal to a cluster's up to its
-    device; delete the log to train it here)."""
-    device = (read_log(path) or [{}])[0].get("device")
-    if device is not None and "dist_byz" not in str(device):
-        print(f"{cfg['run_id']}: finished on {device!r}, not on a cluster: kept (delete "
-              f"{path} or use another --out to run it distributed)")
-
-
 def run(spec, workers, servers, out="results", data_dir=None, round_timeout=120.0,
         timeout=None, options=None):
     """Run every unfinished (arm, seed) run of ``spec`` on a local cluster of
@@ -139,7 +134,9 @@ def run(spec, workers, servers, out="results", data_dir=None, round_timeout=120.
         path = log_path(out, cfg)
         paths.append(path)
         if _rounds_done(path, cfg) == cfg["rounds"]:   # raises on a log of other settings
-            _say_where_it_ran(path, cfg)
+            note = kept_elsewhere(path, cfg, _device(cfg["n"], servers))
+            if note:
+                print(note)
             continue
         path.parent.mkdir(parents=True, exist_ok=True)
         with exclusive(path), tempfile.TemporaryDirectory(prefix="byzsgd-dist-") as tmp:

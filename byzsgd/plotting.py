@@ -312,9 +312,9 @@ def plot_figure(figure, results="results", out=None, formats=("png", "pdf"), *,
     runs, unreadable = _scan(results, src)
     if not runs:
         raise FileNotFoundError(f"no run logs for {src!r} in {Path(results) / src}")
-    kind = plot_options(runs, **overrides)["kind"]
+    opts = plot_options(runs, **overrides)
     notes = [f"{figure}: {p.name} has no config line yet (skipped)" for p in unreadable]
-    notes += missing_runs(runs, figure, kind, plot_options(runs, **overrides)["metric"])
+    notes += missing_runs(runs, figure, opts["kind"], opts["metric"])
     fig = build_figure(runs, **overrides)
     out = Path(out) if out is not None else plots_dir(results)
     out.mkdir(parents=True, exist_ok=True)

@@ -39,12 +39,15 @@ class Bound:
         return f"{self.name}({args})"
 
 
-def call(what, fn, *data):
-    """``fn(*data)``, where data arrays are read-only: numpy's error for a
-    write to them ("assignment destination is read-only", ...) becomes one
-    naming the plugin, ``what`` being "aggregator" or "attack"."""
+def call(what, fn, shape, *data):
+    """``fn(*data)`` with the arrays of ``data`` passed as read-only views,
+    its result checked by :func:`checked` against ``shape``; numpy's error
+    for a write to a read-only array ("assignment destination is read-only",
+    ...) becomes one naming the plugin, ``what`` being "aggregator" or
+    "attack"."""
+    data = [_readonly(a) if isinstance(a, np.ndarray) else a for a in data]
     try:
-        return fn(*data)
+        return checked(fn(*data), shape, what, fn)
     except ValueError as err:
         if "read-only" not in str(err):
             raise
@@ -66,13 +69,16 @@ def checked(out, shape, what, fn):
 
 
 def probe(what, fn, shape, out_shape, *rest):
-    """Call ``fn`` on read-only float32 zeros of ``shape`` (and ``rest``,
-    e.g. an attack's rng) and check that it returns a float array of
-    ``out_shape``. Catches, before training, a plugin that writes to its
+    """:func:`call` on float32 zeros of ``shape`` (and ``rest``, e.g. an
+    attack's rng): catches, before training, a plugin that writes to its
     input or returns the wrong shape or dtype. Returns the result."""
-    zeros = np.zeros(shape, np.float32)
-    zeros.flags.writeable = False
-    return checked(call(what, fn, zeros, *rest), out_shape, what, fn)
+    return call(what, fn, out_shape, np.zeros(shape, np.float32), *rest)
+
+
+def _readonly(a):
+    v = a.view()
+    v.flags.writeable = False
+    return v
 
 
 class Registry:

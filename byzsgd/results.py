@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .runlog import _computation
+from .checks import is_real
+from .runlog import _IGNORED_KEYS, _PRESENTATION_KEYS, _differences
 
 __all__ = ["RULE_ORDER", "load_runs", "missing_runs", "series", "curve_stats", "final_values"]
 
@@ -36,7 +37,7 @@ def _read_log(path):
             if kind == "config" and config is None:
                 config = rec
             elif kind == "eval" and isinstance(rec.get("round"), int) and all(
-                    rec.get(m) is None or _is_number(rec[m]) for m in METRICS):
+                    rec.get(m) is None or is_real(rec[m]) for m in METRICS):
                 evals[rec["round"]] = rec  # a resumed run may repeat a round: keep the last
             elif kind == "done":
                 done = rec
@@ -50,10 +51,6 @@ def _read_log(path):
     return {"run_id": config.get("run_id") or Path(path).stem, "path": Path(path),
             "config": config, "evals": evals, "done": done, "complete": done is not None,
             "diverged": bool(diverged), "skipped": skipped}
-
-
-def _is_number(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _scan(results, figure):
@@ -79,27 +76,19 @@ def _scan(results, figure):
 
 def _check_arm(arm):
     first, seen = arm["runs"][0], {}
-    want = _settings(first)
     for run in arm["runs"]:
         seed = run["config"].get("seed")
         if seed in seen:
             raise ValueError(f"{seen[seed]} and {run['path'].name} are both seed {seed} of "
                              f"{_arm_name(arm)}; keep one of them in the folder")
         seen[seed] = run["path"]
-        have = _settings(run)
-        if have != want:
-            keys = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
-            diff = ", ".join(f"{k}={have.get(k)!r} there, {want.get(k)!r} in "
-                             f"{first['path'].name}" for k in keys)
+        have, want = run["config"], first["config"]
+        # what decides a run's numbers (runlog's computation), but its seed
+        keys = (set(have) | set(want)) - set(_IGNORED_KEYS) - set(_PRESENTATION_KEYS) - {"seed"}
+        diff = _differences(have, want, keys, f"in {first['path'].name}")
+        if diff:
             raise ValueError(f"{run['path']}: {_arm_name(arm)}'s runs differ in settings "
                              f"({diff}); a figure's folder holds one setting")
-
-
-def _settings(run):
-    """What decides a run's numbers, but its seed."""
-    settings = json.loads(_computation(run["config"]))
-    settings.pop("seed", None)
-    return settings
 
 
 def load_runs(results, figure):

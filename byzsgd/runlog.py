@@ -141,9 +141,10 @@ class _Appender:
         self.file.close()
 
 
-def _differences(logged, cfg, keys):
-    """The text "k=<logged> there, <cfg> now" for each of ``keys`` that differ."""
-    return ", ".join(f"{k}={logged.get(k)!r} there, {cfg.get(k)!r} now"
+def _differences(logged, cfg, keys, where="now"):
+    """The text "k=<logged> there, <cfg> now" (or <cfg> ``where``) for each
+    of ``keys`` that differ."""
+    return ", ".join(f"{k}={logged.get(k)!r} there, {cfg.get(k)!r} {where}"
                      for k in sorted(keys) if logged.get(k) != cfg.get(k))
 
 
@@ -289,6 +290,21 @@ def _resume_point(path, cfg):
         if kept and kept[0].get("type") == "config" and kept[-1].get("round") == round_:
             return lines, kept, ckpts[round_]
     return lines, [], None
+
+
+def kept_elsewhere(path, cfg, device):
+    """For a finished run that is not trained again: a note when its log says
+    it ran on another ``device`` (a cluster's log read by a simulated run, or
+    the reverse), else None. Reads the config line only."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        try:
+            logged = json.loads(f.readline()).get("device")
+        except (json.JSONDecodeError, AttributeError):
+            return None
+    if logged is None or logged == device:
+        return None
+    return (f"{cfg['figure']}/{cfg['run_id']}: finished on {logged!r}, not {device!r}: kept "
+            f"(delete {path} or use another --out to run it here)")
 
 
 def _rounds_done(path, cfg):

@@ -25,8 +25,8 @@ from .experiment import _positive, preflight
 # log_path, read_log and CKPT (runlog's), execute and context (training's)
 # are re-exported: one module to import for running and reading runs
 from .runlog import (CKPT, BusyError, _ckpt_root, _computation, _copy_run, _drop_checkpoints,
-                     _rounds_done, check_figure_folder, exclusive, finished_runs, log_path,
-                     read_log)
+                     _rounds_done, check_figure_folder, exclusive, finished_runs,
+                     kept_elsewhere, log_path, read_log)
 from .training import context, execute
 
 __all__ = ["run", "execute", "context", "log_path", "read_log", "CKPT", "THREAD_VARS",
@@ -178,10 +178,17 @@ def _import_plugins(modules):
         except ImportError:
             if file is None:
                 raise
-            spec = importlib.util.spec_from_file_location(name, file)
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[name] = module
-            spec.loader.exec_module(module)
+            load_file(name, file)
+
+
+def load_file(name, file):
+    """Run the Python file ``file`` as module ``name`` (e.g. one registering
+    rules, not on sys.path); return the module."""
+    spec = importlib.util.spec_from_file_location(name, file)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def _child_init(threads, queue, modules):
@@ -308,10 +315,9 @@ def run(spec, out="results", jobs=1, data_dir=None, progress=True, ctx="cpu",
     bar = _Bar(spec.figure, len(configs), len(configs) - len(todo),
                sum(c["rounds"] for c in configs), sum(done), progress)
     for path, cfg, k in zip(paths, configs, done):
-        device = read_log(path)[0].get("device") if k == cfg["rounds"] else None
-        if device is not None and device != str(ctx):   # kept, but say where it ran
-            bar.note(f"{cfg['figure']}/{cfg['run_id']}: finished on {device!r}, not "
-                     f"{str(ctx)!r}: kept (delete {path} or use another --out to run it here)")
+        note = kept_elsewhere(path, cfg, str(ctx)) if k == cfg["rounds"] else None
+        if note:
+            bar.note(note)
     try:
         if reuse:
             todo = _reuse_finished(todo, [p for p, k in zip(paths, done) if not k], out, ctx, bar)

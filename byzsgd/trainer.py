@@ -327,14 +327,13 @@ class ByzantineTrainer(gluon.Trainer):
         with np.errstate(all="ignore"):   # overflow/NaN are outcomes, not errors
             sent, cells = grads, 0
             if self.attack is not None:
-                sent = _checked(registry.call("attack", self.attack, _readonly(grads), self.rng),
-                                grads.shape, "attack", self.attack)
+                sent = _float32(registry.call("attack", self.attack, grads.shape, grads,
+                                              self.rng))
                 cells = (self.attack.info or {}).get("cells")
                 if cells is None:  # a user attack that does not say: compare bit patterns
                     cells = np.count_nonzero(sent.view(np.uint32) != grads.view(np.uint32))
                 cells = int(cells)
-            agg = _checked(registry.call("aggregator", self.aggregator, _readonly(sent)),
-                           grads.shape[1:], "aggregator", self.aggregator)
+            agg = _float32(registry.call("aggregator", self.aggregator, grads.shape[1:], sent))
             norm = float(np.sqrt(np.dot(agg, agg)))
             if not np.isfinite(norm) and np.isfinite(agg).all():
                 norm = float(np.linalg.norm(agg.astype(np.float64)))
@@ -429,14 +428,8 @@ def _probe_rule(rule, n):
     return rule
 
 
-def _readonly(a):
-    v = a.view()
-    v.flags.writeable = False   # rules and attacks must not modify their input
-    return v
-
-
-def _checked(out, shape, what, fn):
-    out = registry.checked(out, shape, what, fn)
+def _float32(out):
+    """A plugin's checked result as the C-contiguous float32 the buffers take."""
     if out.dtype != np.float32 or not out.flags.c_contiguous:
         out = np.ascontiguousarray(out, dtype=np.float32)
     return out

@@ -7,11 +7,9 @@ OpenMP threads default to 1 (set here, before any test imports mxnet): MXNet
 results depend on the thread count, and the runner then trains in the test
 process instead of spawning a process pinned to the spec's thread count."""
 import importlib
-import importlib.util
 import lzma
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -23,13 +21,10 @@ def _import_plugins(spec):
     """BYZSGD_PLUGINS: modules or .py files registering a user's rules and
     attacks, imported before collection so that the suites parametrised over
     the registries (test_aggregator_properties.py) test them too."""
+    from byzsgd.runner import load_file
     for item in filter(None, (part.strip() for part in spec.split(","))):
         if item.endswith(".py"):
-            path = Path(item).resolve()
-            spec_ = importlib.util.spec_from_file_location(path.stem, path)
-            module = importlib.util.module_from_spec(spec_)
-            sys.modules[path.stem] = module
-            spec_.loader.exec_module(module)
+            load_file(Path(item).stem, Path(item).resolve())
         else:
             importlib.import_module(item)
 

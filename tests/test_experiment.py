@@ -2,7 +2,6 @@
 JSON-lines logs, pre-flight refusals, resume after a crash or kill -9, and
 parallel runs."""
 import dataclasses
-import importlib.util
 import json
 import math
 import os
@@ -373,10 +372,7 @@ def test_parallel_jobs_match_serial(data_root, tmp_path):
     figure module loaded from its file): the worker processes load it too."""
     path = tmp_path / "user_plugins.py"
     path.write_text(PLUGIN_SOURCE)
-    spec = importlib.util.spec_from_file_location("test_user_plugins", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["test_user_plugins"] = module
-    spec.loader.exec_module(module)
+    runner.load_file("test_user_plugins", path)
     try:
         spec = small_spec(attack=None, attack_params={}, rounds=6, eval_every=3,
                           arms=(Arm("Mean", "mean"), Arm("Medoid", "medoid"),
